@@ -1,0 +1,3 @@
+from tresen.cli.main import main
+
+main()

@@ -1,0 +1,6 @@
+"""The relay's event bus: in-process for one node, NATS JetStream for many (later)."""
+
+from tresen.bus.base import Bus, Handler, Subscription, open_bus
+from tresen.bus.events import BusEvent
+
+__all__ = ["Bus", "BusEvent", "Handler", "Subscription", "open_bus"]

@@ -1,0 +1,293 @@
+"""One device's live connection to the relay.
+
+- :meth:`Connection.send` returns once the relay stored the envelope (the single tick); until
+  then the envelope is kept and resent with the same id after a reconnect, so a send is never
+  lost and never stored twice.
+- Received items come out of :meth:`Connection.recv` once each: redeliveries after a reconnect
+  carry the same ``seq`` and are dropped. Acknowledgements are coalesced and sent "up to" the
+  highest seq handed out, which lets the relay delete them.
+- Typing, presence and key notices come out of :meth:`Connection.notice`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import OrderedDict
+from typing import Literal
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tresen import __version__
+from tresen.errors import TresenError, Unauthorized, Unavailable, from_code
+from tresen.protocol.codec import Codec, client_codec
+from tresen.protocol.frames import (
+    PROTOCOL_VERSION,
+    Ack,
+    ClientFrame,
+    Deliver,
+    Error,
+    Hello,
+    Item,
+    KeysLow,
+    Ping,
+    Pong,
+    Presence,
+    Read,
+    Send,
+    SendGroup,
+    Sent,
+    ServerFrame,
+    Typing,
+    TypingNotice,
+    Watch,
+    Welcome,
+)
+
+log = logging.getLogger("tresen.client")
+
+Notice = TypingNotice | Presence | KeysLow
+FATAL_CLOSE = {4401, 4403, 4400}
+
+
+def new_envelope_id() -> str:
+    return secrets.token_urlsafe(12)
+
+
+class Connection:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        format: Literal["msgpack", "json"] = "msgpack",
+        reconnect: bool = True,
+        auto_ack: bool = True,
+    ) -> None:
+        base = url.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        self.url = base if base.endswith("/v1/ws") else base + "/v1/ws"
+        self.token = token
+        self.format = format
+        self.codec: Codec[ServerFrame] = client_codec(format)
+        self.reconnect = reconnect
+        self.auto_ack = auto_ack
+        self.ws: ClientConnection | None = None
+        self.welcome: Welcome | None = None
+        self.pending: OrderedDict[str, tuple[ClientFrame, asyncio.Future[int]]] = OrderedDict()
+        self.inbox: asyncio.Queue[Item] = asyncio.Queue()
+        self.notices: asyncio.Queue[Notice] = asyncio.Queue()
+        self.errors: asyncio.Queue[Error] = asyncio.Queue()
+        self.seen: OrderedDict[int, None] = OrderedDict()
+        self.ack_upto = 0
+        self.acked = 0
+        self._ack_scheduled = False
+        self._reader: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._closed = False
+        self.fatal: TresenError | None = None
+        self.reconnects = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def connect(self) -> Welcome:
+        await self._open()
+        self._reader = asyncio.create_task(self._run(), name="tresen-client-reader")
+        assert self.welcome is not None
+        return self.welcome
+
+    async def _open(self) -> None:
+        subprotocol = f"tresen.v{PROTOCOL_VERSION}.{self.format}"
+        try:
+            ws = await connect(
+                self.url,
+                subprotocols=[subprotocol],  # type: ignore[list-item]
+                max_size=None,
+                compression=None,
+                open_timeout=10,
+            )
+        except (OSError, InvalidStatus, TimeoutError) as exc:
+            raise Unavailable(f"cannot connect to {self.url}: {exc}") from exc
+        await ws.send(self._encode(Hello(token=self.token, agent=f"tresen-py/{__version__}")))
+        try:
+            first = self.codec.decode(await ws.recv())
+        except ConnectionClosed as exc:
+            raise Unauthorized(f"the relay closed the connection: {exc}") from exc
+        if isinstance(first, Error):
+            await ws.close()
+            raise from_code(first.code, first.message, first.fields)
+        if not isinstance(first, Welcome):
+            raise Unavailable(f"expected welcome, got {type(first).__name__}")
+        self.ws, self.welcome = ws, first
+        # the relay redelivers whatever was not acknowledged; acks restart per connection
+        self.ack_upto = self.acked = 0
+        for frame, _ in self.pending.values():
+            await ws.send(self._encode(frame))
+        self._connected.set()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        for _, future in self.pending.values():
+            if not future.done():
+                future.set_exception(Unavailable("connection closed"))
+
+    async def __aenter__(self) -> Connection:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    def _encode(self, frame: ClientFrame) -> bytes | str:
+        data = self.codec.encode(frame)
+        return data if self.format == "msgpack" else data.decode()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while not self._closed:
+            ws = self.ws
+            assert ws is not None
+            try:
+                async for data in ws:
+                    self._on_frame(self.codec.decode(data))
+                code = ws.close_code
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd else None
+            self._connected.clear()
+            if self._closed:
+                return
+            if code in FATAL_CLOSE or not self.reconnect:
+                self.fatal = Unauthorized(f"the relay closed this device's connection ({code})")
+                for _, future in self.pending.values():
+                    if not future.done():
+                        future.set_exception(self.fatal)
+                return
+            while not self._closed:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                try:
+                    await self._open()
+                    self.reconnects += 1
+                    backoff = 0.1
+                    break
+                except Unauthorized as exc:
+                    self.fatal = exc
+                    return
+                except (TresenError, OSError, ConnectionClosed) as exc:
+                    log.info("reconnect to %s failed: %s; retrying", self.url, exc)
+
+    def _on_frame(self, frame: ServerFrame) -> None:
+        match frame:
+            case Deliver(items=items):
+                for item in items:
+                    if item.seq in self.seen:
+                        continue
+                    self.seen[item.seq] = None
+                    if len(self.seen) > 100_000:
+                        self.seen.popitem(last=False)
+                    self.inbox.put_nowait(item)
+                if items and not self.auto_ack:
+                    return
+                if items:
+                    self.ack_upto = max(self.ack_upto, items[-1].seq)
+                    self._schedule_ack()
+            case Sent(ids=ids, ts=ts):
+                for envelope_id in ids:
+                    entry = self.pending.pop(envelope_id, None)
+                    if entry is not None and not entry[1].done():
+                        entry[1].set_result(ts)
+            case Error(ref=ref) if ref and ref in self.pending:
+                _, future = self.pending.pop(ref)
+                if not future.done():
+                    future.set_exception(from_code(frame.code, frame.message, frame.fields))
+            case Error():
+                self.errors.put_nowait(frame)
+            case TypingNotice() | Presence() | KeysLow():
+                self.notices.put_nowait(frame)
+            case Pong() | Welcome():
+                pass
+
+    def _schedule_ack(self) -> None:
+        if not self._ack_scheduled:
+            self._ack_scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_ack)
+
+    def _send_ack(self) -> None:
+        self._ack_scheduled = False
+        if self.ack_upto > self.acked and self.ws is not None:
+            self.acked = self.ack_upto
+            task = asyncio.ensure_future(self._send(Ack(upto=self.acked)))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _send(self, frame: ClientFrame) -> None:
+        if self.fatal is not None:
+            raise self.fatal
+        await self._connected.wait()
+        assert self.ws is not None
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.send(self._encode(frame))
+
+    # ------------------------------------------------------------ API
+
+    async def _request(self, frame: Send | SendGroup) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.pending[frame.id] = (frame, future)
+        await self._send(frame)
+        return await future
+
+    async def send(
+        self, to: int, payloads: dict[int, bytes], *, id: str | None = None
+    ) -> str:
+        """Send one envelope (a ciphertext per device); returns its id once stored."""
+        frame = Send(id=id or new_envelope_id(), to=to, payloads=payloads)
+        await self._request(frame)
+        return frame.id
+
+    async def send_group(
+        self,
+        group: int,
+        body: bytes,
+        *,
+        payloads: dict[int, bytes] | None = None,
+        devices: list[int] | None = None,
+        id: str | None = None,
+    ) -> str:
+        frame = SendGroup(
+            id=id or new_envelope_id(), group=group, body=body,
+            payloads=payloads or {}, devices=devices,
+        )
+        await self._request(frame)
+        return frame.id
+
+    async def recv(self, timeout: float | None = 10.0) -> Item:
+        async with asyncio.timeout(timeout):
+            return await self.inbox.get()
+
+    async def notice(self, timeout: float | None = 10.0) -> Notice:
+        async with asyncio.timeout(timeout):
+            return await self.notices.get()
+
+    async def ack(self, upto: int) -> None:
+        """Acknowledge up to ``upto`` (only needed with ``auto_ack=False``)."""
+        self.ack_upto = max(self.ack_upto, upto)
+        self._send_ack()
+
+    async def read(self, to: int, ids: list[str]) -> None:
+        await self._send(Read(to=to, ids=ids))
+
+    async def typing(self, *, to: int = 0, group: int = 0, on: bool = True) -> None:
+        await self._send(Typing(to=to, group=group, on=on))
+
+    async def watch(self, accounts: list[int]) -> None:
+        await self._send(Watch(accounts=accounts))
+
+    async def ping(self, n: int = 0) -> None:
+        await self._send(Ping(n=n))

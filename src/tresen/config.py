@@ -1,0 +1,88 @@
+"""Settings: defaults < TOML file < ``TRESEN_*`` environment < explicit overrides (CLI flags).
+
+Loaded once by the CLI and passed in; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from tresen.errors import InvalidRequest
+
+ENV_PREFIX = "TRESEN_"
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    # where the relay listens and keeps its state
+    host: str = "127.0.0.1"
+    port: int = 8600
+    db: str = "sqlite:///tresen-data/relay.db"
+    bus: str = "memory://"
+    sqlite_synchronous: Literal["full", "normal"] = "full"
+    postgres_pool_size: int = 10
+    # accounts and devices
+    max_devices: int = 5
+    code_ttl_seconds: int = 600
+    code_sender: Literal["console", "webhook"] = "console"
+    code_webhook_url: str = ""
+    code_attempts_per_number_per_hour: int = 5
+    code_attempts_per_address_per_hour: int = 20
+    link_code_ttl_seconds: int = 120
+    # envelopes
+    max_envelope_bytes: int = 256 * 1024
+    max_queue_per_device: int = 10_000
+    envelope_ttl_seconds: int = 30 * 86_400
+    max_in_flight_per_connection: int = 256
+    push_batch: int = 64
+    # keys
+    otk_low_watermark: int = 10
+    max_otks_per_upload: int = 200
+    # groups
+    max_group_members: int = 1024
+    # the WebSocket
+    heartbeat_seconds: float = 30.0
+    frames_per_second: float = 500.0
+    frame_burst: int = 2_000
+    max_frame_bytes: int = 1024 * 1024
+
+
+_FIELDS = {f.name: f.type for f in msgspec.structs.fields(Settings)}
+
+
+def load(
+    *,
+    file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from every layer; raise InvalidRequest naming the bad key."""
+    env = os.environ if environ is None else environ
+    layers: dict[str, Any] = {}
+    path = file or env.get(f"{ENV_PREFIX}CONFIG")
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise InvalidRequest(f"cannot read config file {path}: {exc}") from exc
+        layers.update(data.get("tresen", data))
+    for name in _FIELDS:
+        value = env.get(ENV_PREFIX + name.upper())
+        if value is not None:
+            layers[name] = value
+    layers.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    unknown = set(layers) - set(_FIELDS)
+    if unknown:
+        raise InvalidRequest(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    try:
+        return msgspec.convert(layers, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"invalid setting: {exc}") from exc
+
+
+__all__ = ["ENV_PREFIX", "Settings", "load"]

@@ -1,0 +1,1 @@
+"""Accounts, phone verification, devices, device linking, profiles and contacts."""

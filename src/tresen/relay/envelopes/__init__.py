@@ -1,0 +1,1 @@
+"""Store-and-forward: per-device queues, group commit, delivery windows, receipts, expiry."""

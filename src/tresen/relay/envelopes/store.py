@@ -1,0 +1,81 @@
+"""SQL of the per-device queues (``queue``) and the seen-envelope-ids table.
+
+The queue follows the stream-id contract: each row has a ``seq`` from one sequence; a device
+fetches ``seq > after`` in order and the rows it acknowledged are deleted by ``seq``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tresen.protocol.frames import Item
+from tresen.storage.engine import Txn
+
+#: (seq, device_id, kind, envelope_id, sender_account, sender_device, group_id, created, expires,
+#:  body)
+QueueRow = tuple[int, int, str, str, int, int, int | None, int, int, bytes]
+
+
+async def claim_envelope_id(txn: Txn, sender_device: int, envelope_id: str, now: int) -> bool:
+    """Record a sender-chosen id; False if this device sent it before."""
+    changed = await txn.execute(
+        "INSERT INTO envelope_ids (sender_device, envelope_id, created_at) VALUES (?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
+        sender_device,
+        envelope_id,
+        now,
+    )
+    return changed > 0
+
+
+async def insert_rows(txn: Txn, rows: Sequence[QueueRow]) -> None:
+    await txn.executemany(
+        "INSERT INTO queue (seq, device_id, kind, envelope_id, sender_account, sender_device, "
+        "group_id, created_at, expires_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+
+
+async def delete_rows(txn: Txn, keys: Sequence[tuple[int, int]]) -> None:
+    """Delete acknowledged rows given as ``(seq, device_id)``."""
+    await txn.executemany("DELETE FROM queue WHERE seq = ? AND device_id = ?", keys)
+
+
+async def fetch_after(txn: Txn, device_id: int, after: int, limit: int) -> list[Item]:
+    rows = await txn.fetch(
+        "SELECT seq, kind, envelope_id, sender_account, sender_device, created_at, body, group_id "
+        "FROM queue WHERE device_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        device_id,
+        after,
+        limit,
+    )
+    return [
+        Item(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), int(r[5]), bytes(r[6]), int(r[7] or 0))
+        for r in rows
+    ]
+
+
+async def queue_length(txn: Txn, device_id: int) -> int:
+    row = await txn.fetchone("SELECT count(*) FROM queue WHERE device_id = ?", device_id)
+    return int(row[0]) if row else 0
+
+
+async def drop_device(txn: Txn, device_id: int) -> None:
+    """A revoked device's queue goes with it."""
+    await txn.execute("DELETE FROM queue WHERE device_id = ?", device_id)
+
+
+async def take_expired(txn: Txn, now: int, limit: int) -> list[tuple[int, int, str, str, int, int]]:
+    """Delete up to ``limit`` expired rows; return (seq, device, kind, id, sender acct, device)."""
+    rows = await txn.fetch(
+        "SELECT seq, device_id, kind, envelope_id, sender_account, sender_device FROM queue "
+        "WHERE expires_at < ? ORDER BY expires_at LIMIT ?",
+        now,
+        limit,
+    )
+    await delete_rows(txn, [(int(r[0]), int(r[1])) for r in rows])
+    return [(int(r[0]), int(r[1]), r[2], r[3], int(r[4]), int(r[5])) for r in rows]
+
+
+async def forget_envelope_ids(txn: Txn, before: int) -> None:
+    await txn.execute("DELETE FROM envelope_ids WHERE created_at < ?", before)

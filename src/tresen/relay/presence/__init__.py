@@ -1,0 +1,1 @@
+"""Online state, last seen and typing: live only, never queued."""

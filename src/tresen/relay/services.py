@@ -1,0 +1,31 @@
+"""The typed bundle of everything the composition root builds, handed to the transports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tresen.bus import Bus
+from tresen.config import Settings
+from tresen.relay.accounts.service import AccountService, DeviceDirectory
+from tresen.relay.clock import Clock
+from tresen.relay.envelopes.service import EnvelopeService
+from tresen.relay.envelopes.writer import Writer
+from tresen.relay.groups.service import GroupService
+from tresen.relay.keys.service import KeyService
+from tresen.relay.presence.service import PresenceService
+from tresen.storage.engine import Database
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    clock: Clock
+    db: Database
+    bus: Bus
+    writer: Writer
+    directory: DeviceDirectory
+    accounts: AccountService
+    keys: KeyService
+    groups: GroupService
+    envelopes: EnvelopeService
+    presence: PresenceService

@@ -1,0 +1,1 @@
+"""Thin I/O edges of the relay: HTTP, WebSocket, authentication, rate limits."""

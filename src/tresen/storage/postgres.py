@@ -1,0 +1,137 @@
+"""PostgreSQL engine on asyncpg: a pool, one transaction per interaction, real sequences."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import Any, TypeVar
+
+import asyncpg
+
+from tresen.errors import Unavailable
+from tresen.storage.engine import (
+    SCHEMA_VERSION,
+    Interaction,
+    InteractionTimer,
+    Row,
+    load_migrations,
+)
+
+T = TypeVar("T")
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+@lru_cache(maxsize=1024)
+def _dollars(sql: str) -> str:
+    """Rewrite ``?`` placeholders as ``$1, $2, ...`` once per statement text."""
+    counter = iter(range(1, 10_000))
+    return _PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql)
+
+
+class PostgresTxn:
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        status: str = await self.conn.execute(_dollars(sql), *args)
+        tail = status.rsplit(" ", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self.conn.executemany(_dollars(sql), rows)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        rows: list[Row] = await self.conn.fetch(_dollars(sql), *args)
+        return rows
+
+    async def fetchone(self, sql: str, *args: Any) -> Row | None:
+        row: Row | None = await self.conn.fetchrow(_dollars(sql), *args)
+        return row
+
+    async def next_ids(self, sequence: str, n: int) -> list[int]:
+        rows = await self.conn.fetch(
+            "SELECT nextval($1::regclass) FROM generate_series(1, $2)", sequence, n
+        )
+        return sorted(int(r[0]) for r in rows)
+
+
+class PostgresDatabase:
+    dialect = "postgres"
+
+    def __init__(self, dsn: str, *, pool_size: int = 10) -> None:
+        self.dsn = dsn
+        self.pool_size = pool_size
+        self._pool: Any = None
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=self.pool_size, command_timeout=60
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise Unavailable(
+                f"cannot connect to PostgreSQL at {self.dsn}: {exc}. Is the server running?"
+            ) from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def run_interaction(self, name: str, fn: Interaction[T], *, write: bool = True) -> T:
+        timer = InteractionTimer(name)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                result = await fn(PostgresTxn(conn))
+        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
+            raise Unavailable(f"database unavailable during {name}: {exc}") from exc
+        timer.done()
+        return result
+
+    def _sequence(self, name: str) -> list[str]:
+        return [f"CREATE SEQUENCE {name}"]
+
+    async def schema_version(self) -> int:
+        async with self._pool.acquire() as conn:
+            exists = await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
+            if not exists:
+                return 0
+            return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+
+    async def migrate(self) -> list[int]:
+        applied = []
+        async with self._pool.acquire() as conn:
+            # one node migrates at a time
+            await conn.execute("SELECT pg_advisory_lock(7424242)")
+            try:
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                    "name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+                )
+                have = int(
+                    await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+                )
+                if have > SCHEMA_VERSION:
+                    raise Unavailable(
+                        f"database schema {have} is newer than this tresen ({SCHEMA_VERSION})"
+                    )
+                for migration in load_migrations():
+                    if migration.version <= have:
+                        continue
+                    async with conn.transaction():
+                        for statement in migration.statements(self._sequence):
+                            await conn.execute(statement)
+                        await conn.execute(
+                            "INSERT INTO schema_version VALUES "
+                            "($1, $2, extract(epoch from now())::bigint)",
+                            migration.version,
+                            migration.name,
+                        )
+                    applied.append(migration.version)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(7424242)")
+        return applied

@@ -1,0 +1,170 @@
+"""SQLite engine: WAL, one writer at a time, commits off the event loop.
+
+Statements run on the event loop thread (they take microseconds); the COMMIT, which waits on
+fsync with ``synchronous=FULL``, runs in a worker thread so the loop keeps serving connections.
+Reads use their own connection and so see only committed data (WAL snapshots).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tresen.errors import Unavailable
+from tresen.storage.engine import (
+    SCHEMA_VERSION,
+    Interaction,
+    InteractionTimer,
+    Row,
+    load_migrations,
+)
+
+T = TypeVar("T")
+
+_TYPES = {"BYTEA": "BLOB"}
+
+
+class SqliteTxn:
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        return self.conn.execute(sql, args).rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, rows)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return self.conn.execute(sql, args).fetchall()
+
+    async def fetchone(self, sql: str, *args: Any) -> Row | None:
+        row: Row | None = self.conn.execute(sql, args).fetchone()
+        return row
+
+    async def next_ids(self, sequence: str, n: int) -> list[int]:
+        row = self.conn.execute(
+            "UPDATE sequences SET value = value + ? WHERE name = ? RETURNING value", (n, sequence)
+        ).fetchone()
+        if row is None:
+            raise Unavailable(f"sequence {sequence} is missing: run `tresen migrate`")
+        last = int(row[0])
+        return list(range(last - n + 1, last + 1))
+
+
+class SqliteDatabase:
+    dialect = "sqlite"
+
+    def __init__(self, path: str, *, synchronous: str = "full") -> None:
+        self.path = path
+        self.synchronous = synchronous.upper()
+        self._write: sqlite3.Connection | None = None
+        self._read: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._write = self._connect()
+        self._read = self._connect() if self.path != ":memory:" else self._write
+
+    async def close(self) -> None:
+        async with self._lock:
+            for conn in {id(c): c for c in (self._read, self._write) if c}.values():
+                conn.close()
+            self._read = self._write = None
+        self._committer.shutdown(wait=True)
+
+    async def run_interaction(self, name: str, fn: Interaction[T], *, write: bool = True) -> T:
+        timer = InteractionTimer(name)
+        if not write:
+            assert self._read is not None, "database is not open"
+            result = await fn(SqliteTxn(self._read))
+            timer.done()
+            return result
+        async with self._lock:
+            conn = self._write
+            assert conn is not None, "database is not open"
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = await fn(SqliteTxn(conn))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._committer, conn.execute, "COMMIT"
+                )
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise Unavailable(f"could not commit {name}: {exc}") from exc
+        timer.done()
+        return result
+
+    def _sequence(self, name: str) -> list[str]:
+        return [f"INSERT INTO sequences (name, value) VALUES ('{name}', 0)"]
+
+    async def schema_version(self) -> int:
+        assert self._write is not None
+        has = self._write.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'"
+        ).fetchone()
+        if not has:
+            return 0
+        row = self._write.execute("SELECT max(version) FROM schema_version").fetchone()
+        return int(row[0] or 0)
+
+    async def migrate(self) -> list[int]:
+        assert self._write is not None
+        async with self._lock:
+            conn = self._write
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                "name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+            )
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS sequences (name TEXT PRIMARY KEY, value BIGINT NOT NULL)"
+            )
+            current = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+            have = int(current.fetchone()[0])
+            if have > SCHEMA_VERSION:
+                raise Unavailable(
+                    f"database schema {have} is newer than this tresen ({SCHEMA_VERSION}): upgrade"
+                )
+            applied = []
+            for migration in load_migrations():
+                if migration.version <= have:
+                    continue
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in migration.statements(self._sequence):
+                        for src, dst in _TYPES.items():
+                            statement = statement.replace(src, dst)
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO schema_version VALUES (?, ?, CAST(strftime('%s','now') AS INT))",
+                        (migration.version, migration.name),
+                    )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                applied.append(migration.version)
+            return applied

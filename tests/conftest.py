@@ -1,0 +1,171 @@
+"""Shared fixtures: a real relay on port 0, on SQLite or (TRESEN_TEST_POSTGRES=1) PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tresen.client import AsyncDevice, Connection, Credentials
+from tresen.config import Settings, load
+from tresen.relay.clock import Clock
+from tresen.relay.server import RelayServer
+from tresen.relay.services import Services
+
+POSTGRES = os.environ.get("TRESEN_TEST_POSTGRES") == "1"
+PG_ADMIN = os.environ.get("TRESEN_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+_phones = itertools.count(1)
+
+
+def fresh_phone() -> str:
+    """A valid, unused German mobile number."""
+    return f"+49151{secrets.randbelow(10**8):08d}"
+
+
+class CapturingSender:
+    """Keeps the verification codes the relay sends, instead of an SMS gateway."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, str] = {}
+
+    async def send(self, phone: str, code: str) -> None:
+        self.codes[phone] = code
+
+
+@pytest.fixture
+async def db_url(tmp_path: Any) -> AsyncIterator[str]:
+    if not POSTGRES:
+        yield f"sqlite:///{tmp_path}/relay.db"
+        return
+    name = f"tresen_t_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    admin = await asyncpg.connect(PG_ADMIN)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@dataclass
+class DeviceHandle:
+    """A registered device in a test: ids, token, an authenticated HTTP client, the SDK."""
+
+    account_id: int
+    device_id: int
+    token: str
+    phone: str
+    http: httpx.AsyncClient
+    sdk: AsyncDevice
+    conns: list[Connection] = field(default_factory=list)
+
+    async def connect(self, **options: Any) -> Connection:
+        conn = Connection(self.sdk.credentials.url, self.token, **options)
+        await conn.connect()
+        self.conns.append(conn)
+        return conn
+
+
+class Harness:
+    def __init__(self, server: RelayServer, sender: CapturingSender, clock: Clock) -> None:
+        self.server = server
+        self.sender = sender
+        self.clock = clock
+        self.devices: list[DeviceHandle] = []
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def services(self) -> Services:
+        return self.server.app.services
+
+    def client(self, token: str | None = None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30)
+
+    async def new_device(self, phone: str | None = None, name: str = "") -> DeviceHandle:
+        """Register a new account (or take over ``phone``'s) and return its first device."""
+        phone = phone or fresh_phone()
+        async with self.client() as http:
+            r = await http.post("/v1/accounts/code", json={"phone": phone})
+            assert r.status_code == 202, r.text
+            normalised = r.json()["phone"]
+            r = await http.post(
+                "/v1/accounts",
+                json={"phone": normalised, "code": self.sender.codes[normalised],
+                      "device_name": name},
+            )
+            assert r.status_code == 201, r.text
+        return self._handle(r.json())
+
+    async def link_device(self, existing: DeviceHandle, name: str = "") -> DeviceHandle:
+        r = await existing.http.post("/v1/devices/link-code")
+        assert r.status_code == 201, r.text
+        async with self.client() as http:
+            r = await http.post("/v1/devices/link", json={"code": r.json()["code"], "device_name": name})
+            assert r.status_code == 201, r.text
+        return self._handle(r.json())
+
+    def _handle(self, body: dict[str, Any]) -> DeviceHandle:
+        creds = Credentials(url=self.url, **body)
+        handle = DeviceHandle(
+            account_id=creds.account_id,
+            device_id=creds.device_id,
+            token=creds.token,
+            phone=creds.phone,
+            http=self.client(creds.token),
+            sdk=AsyncDevice(creds),
+        )
+        self.devices.append(handle)
+        return handle
+
+    async def fetch_queue(self, device_id: int) -> list[Any]:
+        return await self.services.envelopes.fetch(device_id, 0, 10_000)
+
+    async def aclose(self) -> None:
+        for device in self.devices:
+            for conn in device.conns:
+                await conn.close()
+            await device.sdk.close()
+            await device.http.aclose()
+
+
+def test_settings(db_url: str, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "db": db_url,
+                            "sqlite_synchronous": "normal"}
+    base.update(overrides)
+    return load(environ={}, overrides=base)
+
+
+@pytest.fixture
+def relay_settings() -> dict[str, Any]:
+    """Override in a test module to change the relay's settings."""
+    return {}
+
+
+@pytest.fixture
+async def relay(db_url: str, relay_settings: dict[str, Any]) -> AsyncIterator[Harness]:
+    sender = CapturingSender()
+    clock = Clock()
+    server = RelayServer(test_settings(db_url, **relay_settings), clock=clock, code_sender=sender)
+    await server.start()
+    harness = Harness(server, sender, clock)
+    try:
+        yield harness
+    finally:
+        await harness.aclose()
+        await server.stop()
