@@ -106,8 +106,11 @@ class Harness:
             normalised = r.json()["phone"]
             r = await http.post(
                 "/v1/accounts",
-                json={"phone": normalised, "code": self.sender.codes[normalised],
-                      "device_name": name},
+                json={
+                    "phone": normalised,
+                    "code": self.sender.codes[normalised],
+                    "device_name": name,
+                },
             )
             assert r.status_code == 201, r.text
         return self._handle(r.json())
@@ -116,7 +119,9 @@ class Harness:
         r = await existing.http.post("/v1/devices/link-code")
         assert r.status_code == 201, r.text
         async with self.client() as http:
-            r = await http.post("/v1/devices/link", json={"code": r.json()["code"], "device_name": name})
+            r = await http.post(
+                "/v1/devices/link", json={"code": r.json()["code"], "device_name": name}
+            )
             assert r.status_code == 201, r.text
         return self._handle(r.json())
 
@@ -145,8 +150,14 @@ class Harness:
 
 
 def test_settings(db_url: str, **overrides: Any) -> Settings:
-    base: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "db": db_url,
-                            "sqlite_synchronous": "normal"}
+    base: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "db": db_url,
+        "sqlite_synchronous": "normal",
+        # every test device registers from 127.0.0.1; test_accounts checks the limit itself
+        "code_attempts_per_address_per_hour": 1_000_000,
+    }
     base.update(overrides)
     return load(environ={}, overrides=base)
 

@@ -67,7 +67,11 @@ def _banner(settings: Settings, url: str) -> None:
             f"WebSocket    {url.replace('http', 'ws', 1)}/v1/ws\n"
             f"data         {data}\n"
             f"codes        {settings.code_sender} sender"
-            + (" (verification codes are printed here)" if settings.code_sender == "console" else "")
+            + (
+                " (verification codes are printed here)"
+                if settings.code_sender == "console"
+                else ""
+            )
             + "\nstop with Ctrl-C",
             title="listening",
         )

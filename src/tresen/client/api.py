@@ -50,7 +50,9 @@ class RelayAPI:
 
     # accounts and devices
     async def request_code(self, phone: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.request("POST", "/v1/accounts/code", json={"phone": phone})
+        result: dict[str, Any] = await self.request(
+            "POST", "/v1/accounts/code", json={"phone": phone}
+        )
         return result
 
     async def register(
@@ -68,7 +70,9 @@ class RelayAPI:
         result: dict[str, Any] = await self.request("PATCH", "/v1/me", json=changes)
         return result
 
-    async def lookup(self, *, phone: str | None = None, username: str | None = None) -> dict[str, Any]:
+    async def lookup(
+        self, *, phone: str | None = None, username: str | None = None
+    ) -> dict[str, Any]:
         params = {k: v for k, v in (("phone", phone), ("username", username)) if v is not None}
         result: dict[str, Any] = await self.request("GET", "/v1/accounts/lookup", params=params)
         return result

@@ -243,9 +243,7 @@ class Connection:
         await self._send(frame)
         return await future
 
-    async def send(
-        self, to: int, payloads: dict[int, bytes], *, id: str | None = None
-    ) -> str:
+    async def send(self, to: int, payloads: dict[int, bytes], *, id: str | None = None) -> str:
         """Send one envelope (a ciphertext per device); returns its id once stored."""
         frame = Send(id=id or new_envelope_id(), to=to, payloads=payloads)
         await self._request(frame)
@@ -261,8 +259,11 @@ class Connection:
         id: str | None = None,
     ) -> str:
         frame = SendGroup(
-            id=id or new_envelope_id(), group=group, body=body,
-            payloads=payloads or {}, devices=devices,
+            id=id or new_envelope_id(),
+            group=group,
+            body=body,
+            payloads=payloads or {},
+            devices=devices,
         )
         await self._request(frame)
         return frame.id

@@ -15,13 +15,15 @@ from tresen.relay.app import RelayApp
 from tresen.relay.clock import Clock
 
 
-def uvicorn_config(app: RelayApp, settings: Settings, *, log_level: str = "warning") -> uvicorn.Config:
+def uvicorn_config(
+    app: RelayApp, settings: Settings, *, log_level: str = "warning"
+) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         lifespan="on",
-        ws="websockets",
+        ws="websockets-sansio",
         ws_max_size=settings.max_frame_bytes + 1024,
         ws_ping_interval=settings.heartbeat_seconds,
         ws_ping_timeout=settings.heartbeat_seconds,
@@ -50,12 +52,14 @@ class RelayServer:
         self.server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
         self.task: asyncio.Task[None] | None = None
         self.sock: socket.socket | None = None
+        self._port: int | None = None
 
     @property
     def port(self) -> int:
         assert self.sock is not None
-        port: int = self.sock.getsockname()[1]
-        return port
+        if self._port is None:
+            self._port = int(self.sock.getsockname()[1])
+        return self._port
 
     @property
     def url(self) -> str:
@@ -76,6 +80,9 @@ class RelayServer:
         self.server.should_exit = True
         if self.task is not None:
             await self.task
+            self.task = None
+        if self.sock is not None:
+            self.sock.close()
 
     async def serve_forever(self, on_started: Callable[[RelayServer], None] | None = None) -> None:
         await self.start()

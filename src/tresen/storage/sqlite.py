@@ -119,7 +119,7 @@ class SqliteDatabase:
         return result
 
     def _sequence(self, name: str) -> list[str]:
-        return [f"INSERT INTO sequences (name, value) VALUES ('{name}', 0)"]
+        return [f"INSERT INTO sequences (name, value) VALUES ('{name}', 0)"]  # noqa: S608
 
     async def schema_version(self) -> int:
         assert self._write is not None
@@ -140,7 +140,8 @@ class SqliteDatabase:
                 "name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
             )
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS sequences (name TEXT PRIMARY KEY, value BIGINT NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS sequences "
+                "(name TEXT PRIMARY KEY, value BIGINT NOT NULL)"
             )
             current = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")
             have = int(current.fetchone()[0])
@@ -159,7 +160,8 @@ class SqliteDatabase:
                             statement = statement.replace(src, dst)
                         conn.execute(statement)
                     conn.execute(
-                        "INSERT INTO schema_version VALUES (?, ?, CAST(strftime('%s','now') AS INT))",
+                        "INSERT INTO schema_version "
+                        "VALUES (?, ?, CAST(strftime('%s','now') AS INT))",
                         (migration.version, migration.name),
                     )
                     conn.execute("COMMIT")

@@ -81,8 +81,8 @@ class Me(msgspec.Struct):
 class ProfileUpdate(Strict):
     display_name: Annotated[str, msgspec.Meta(max_length=64)] | msgspec.UnsetType = msgspec.UNSET
     about: Annotated[str, msgspec.Meta(max_length=140)] | msgspec.UnsetType = msgspec.UNSET
-    photo: Annotated[str, msgspec.Meta(max_length=128)] | None | msgspec.UnsetType = msgspec.UNSET
-    username: Username | None | msgspec.UnsetType = msgspec.UNSET
+    photo: Annotated[str, msgspec.Meta(max_length=128)] | msgspec.UnsetType | None = msgspec.UNSET
+    username: Username | msgspec.UnsetType | None = msgspec.UNSET
     presence_privacy: PresencePrivacy | msgspec.UnsetType = msgspec.UNSET
 
 

@@ -64,9 +64,7 @@ def check_phone(raw: str) -> str:
             code=Code.INVALID_PHONE_NUMBER,
         ) from exc
     if not phonenumbers.is_valid_number(number):
-        raise InvalidRequest(
-            f"{raw!r} is not a valid phone number", code=Code.INVALID_PHONE_NUMBER
-        )
+        raise InvalidRequest(f"{raw!r} is not a valid phone number", code=Code.INVALID_PHONE_NUMBER)
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
@@ -128,9 +126,7 @@ class AccountService:
                     )
             for bucket, _ in limits:
                 await store.add_rate_event(txn, bucket, now)
-            await store.put_verification_code(
-                txn, phone, _hash_code(phone, code), now + ttl * 1000
-            )
+            await store.put_verification_code(txn, phone, _hash_code(phone, code), now + ttl * 1000)
 
         await self.db.run_interaction("send_code", interaction)
         await self.sender.send(phone, code)
@@ -371,9 +367,7 @@ class AccountService:
 
         return await self.db.run_interaction("presence_visible", read, write=False)
 
-    async def access_presence(
-        self, who: Principal, account_id: int, online: bool
-    ) -> PresenceState:
+    async def access_presence(self, who: Principal, account_id: int, online: bool) -> PresenceState:
         visible, last_seen = await self.check_presence_visible(who.account_id, account_id)
         if not visible:
             raise Forbidden("this person does not share their presence with you")

@@ -28,9 +28,7 @@ async def create_account(txn: Txn, phone: str, now: int) -> int:
     return account_id
 
 
-async def create_device(
-    txn: Txn, account_id: int, name: str, token_hash: bytes, now: int
-) -> int:
+async def create_device(txn: Txn, account_id: int, name: str, token_hash: bytes, now: int) -> int:
     (device_id,) = await txn.next_ids("device_seq", 1)
     await txn.execute(
         "INSERT INTO devices (id, account_id, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -200,8 +198,7 @@ async def presence_row(txn: Txn, account_id: int) -> Row | None:
 async def set_contacts(txn: Txn, account_id: int, contacts: list[int]) -> None:
     await txn.execute("DELETE FROM contacts WHERE account_id = ?", account_id)
     await txn.executemany(
-        "INSERT INTO contacts (account_id, contact_id) "
-        "SELECT ?, id FROM accounts WHERE id = ?",
+        "INSERT INTO contacts (account_id, contact_id) SELECT ?, id FROM accounts WHERE id = ?",
         [(account_id, c) for c in sorted(set(contacts)) if c != account_id],
     )
 

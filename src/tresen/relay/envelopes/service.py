@@ -12,14 +12,20 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from tresen.config import Settings
-from tresen.errors import DeviceListMismatch, InvalidRequest, LimitExceeded, NotFound, PayloadTooLarge
+from tresen.errors import (
+    DeviceListMismatch,
+    InvalidRequest,
+    LimitExceeded,
+    NotFound,
+    PayloadTooLarge,
+)
 from tresen.protocol.codes import Code
 from tresen.protocol.frames import Item, Read, Send, SendGroup
 from tresen.relay.accounts.models import Principal
 from tresen.relay.accounts.service import DeviceDirectory
 from tresen.relay.clock import Clock
 from tresen.relay.envelopes import store
-from tresen.relay.envelopes.writer import NewItem, Writer, WriteOp
+from tresen.relay.envelopes.writer import NewItem, WriteOp, Writer
 from tresen.storage.engine import Database, Txn
 
 log = logging.getLogger("tresen.envelopes")
@@ -135,8 +141,13 @@ class EnvelopeService:
         await self._check_room(targets)
         items = [
             NewItem(
-                d, "message", frame.id, who.account_id, who.device_id,
-                frame.payloads.get(d, frame.body), frame.group,
+                d,
+                "message",
+                frame.id,
+                who.account_id,
+                who.device_id,
+                frame.payloads.get(d, frame.body),
+                frame.group,
             )
             for d in targets
         ]
@@ -163,7 +174,11 @@ class EnvelopeService:
             for device in await self.directory.devices_of(item.sender):
                 receipts.append(
                     NewItem(
-                        device, "delivered", item.id, who.account_id, who.device_id,
+                        device,
+                        "delivered",
+                        item.id,
+                        who.account_id,
+                        who.device_id,
                         group=item.group,
                     )
                 )

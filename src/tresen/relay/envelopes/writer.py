@@ -159,8 +159,10 @@ class Writer:
             duplicates, rows = await self.db.run_interaction("write_batch", interaction)
         except Exception as exc:
             log.exception("write batch of %d ops failed", len(batch))
-            error = exc if isinstance(exc, TresenError) else Unavailable(
-                "the relay could not store this; resend it"
+            error = (
+                exc
+                if isinstance(exc, TresenError)
+                else Unavailable("the relay could not store this; resend it")
             )
             for op in batch:
                 if op.done:

@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from litestar import Request, Response
+from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 
 from tresen.errors import TresenError
@@ -67,7 +68,9 @@ def bearer(request: Request[Any, Any, Any]) -> str:
     return token.strip()
 
 
-async def provide_principal(request: Request[Any, Any, Any], accounts: AccountService) -> Principal:
+async def provide_principal(
+    request: Request[Any, Any, Any], accounts: NamedDependency[AccountService]
+) -> Principal:
     """Dependency ``who``: the device behind the bearer token (revoked tokens are refused)."""
     return await accounts.access_principal(bearer(request))
 

@@ -44,6 +44,8 @@ class KeyedLimiter:
 
     def _prune(self) -> None:
         now = time.monotonic()
-        full = [k for k, b in self.buckets.items() if b.tokens + (now - b.stamp) * b.rate >= b.burst]
+        full = [
+            k for k, b in self.buckets.items() if b.tokens + (now - b.stamp) * b.rate >= b.burst
+        ]
         for key in full or list(self.buckets)[: len(self.buckets) // 2]:
             del self.buckets[key]

@@ -15,7 +15,14 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from tresen.bus import Subscription
-from tresen.bus.events import BusEvent, DeviceRevoked, Items, KeysLowEvent, PresenceEvent, TypingEvent
+from tresen.bus.events import (
+    BusEvent,
+    DeviceRevoked,
+    Items,
+    KeysLowEvent,
+    PresenceEvent,
+    TypingEvent,
+)
 from tresen.errors import CLOSE_CODES, LimitExceeded, TresenError, Unauthorized
 from tresen.protocol.codec import Codec, FrameError, server_codec
 from tresen.protocol.codes import Code
@@ -237,8 +244,11 @@ class Connection:
             if data is None:
                 data = (message.get("text") or "").encode()
             if len(data) > limit:
-                self.error(LimitExceeded(f"frame of {len(data)} bytes exceeds {limit}",
-                                         code=Code.ENVELOPE_TOO_LARGE))
+                self.error(
+                    LimitExceeded(
+                        f"frame of {len(data)} bytes exceeds {limit}", code=Code.ENVELOPE_TOO_LARGE
+                    )
+                )
                 continue
             wait = self.bucket.take()
             if wait:
@@ -255,7 +265,9 @@ class Connection:
                 self.error(exc, getattr(frame, "id", ""))
             except Exception:
                 log.exception("frame %s failed", type(frame).__name__)
-                self.error(TresenError("internal error; the relay logged it"), getattr(frame, "id", ""))
+                self.error(
+                    TresenError("internal error; the relay logged it"), getattr(frame, "id", "")
+                )
 
     async def _dispatch(self, frame: ClientFrame) -> None:
         who, s = self.who, self.s
@@ -321,8 +333,13 @@ async def websocket_endpoint(
     if chosen is None:
         # no subprotocol: accept as msgpack unless they asked for something we don't speak
         if offered:
-            await send({"type": "websocket.close", "code": 4400,
-                        "reason": f"unsupported protocol; speak one of {sorted(SUBPROTOCOLS)}"})
+            await send(
+                {
+                    "type": "websocket.close",
+                    "code": 4400,
+                    "reason": f"unsupported protocol; speak one of {sorted(SUBPROTOCOLS)}",
+                }
+            )
             return
         await send({"type": "websocket.accept"})
         codec = server_codec("msgpack")
