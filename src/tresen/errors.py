@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from typing_extensions import override
+
 from tresen.protocol.codes import Code
 
 
@@ -43,6 +45,7 @@ class TresenError(Exception):
             body["fields"] = self.fields
         return body
 
+    @override
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!s}, message={self.message!r})"
 

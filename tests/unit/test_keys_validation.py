@@ -250,7 +250,7 @@ def test_id_rejected(raw: int | str) -> None:
     with pytest.raises(InvalidRequest) as info:
         check_id(raw, "device")
     assert info.value.code is Code.BAD_REQUEST
-    assert "is not a device id" in info.value.message
+    assert "is not a valid device id" in info.value.message
 
 
 def test_query_parses_ids() -> None:
@@ -258,7 +258,7 @@ def test_query_parses_ids() -> None:
     assert check_query(request, max_accounts=2) == {7: set(), 8: {1, 2}}
     with pytest.raises(InvalidRequest, match="at most 1 accounts"):
         check_query(request, max_accounts=1)
-    with pytest.raises(InvalidRequest, match="not a account id"):
+    with pytest.raises(InvalidRequest, match="not a valid account id"):
         check_query(QueryRequest(device_keys={"x": []}), max_accounts=5)
 
 

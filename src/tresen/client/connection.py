@@ -92,6 +92,11 @@ class Connection:
 
     # ------------------------------------------------------------ lifecycle
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called (it can change while a receive is pending)."""
+        return self._closed
+
     async def connect(self) -> Welcome:
         await self._open()
         self._reader = asyncio.create_task(self._run(), name="tresen-client-reader")
@@ -162,7 +167,7 @@ class Connection:
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd else None
             self._connected.clear()
-            if self._closed:
+            if self.closed:
                 return
             if code in FATAL_CLOSE or not self.reconnect:
                 self.fatal = Unauthorized(f"the relay closed this device's connection ({code})")

@@ -44,7 +44,7 @@ class Codec(Generic[F]):
 
     def decode(self, data: bytes | str) -> F:
         try:
-            return self._decode(data)
+            return self._decode(data.encode() if isinstance(data, str) else data)
         except msgspec.ValidationError as exc:
             text = str(exc)
             if _BAD_TAG.search(text):

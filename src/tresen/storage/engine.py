@@ -123,7 +123,7 @@ def open_database(url: str, *, sqlite_synchronous: str = "full", pool_size: int 
     if url.startswith("sqlite://"):
         from tresen.storage.sqlite import SqliteDatabase
 
-        return SqliteDatabase(sqlite_path(url), synchronous=sqlite_synchronous)
+        return SqliteDatabase(sqlite_path(url) or "relay.db", synchronous=sqlite_synchronous)
     if url.startswith(("postgresql://", "postgres://")):
         from tresen.storage.postgres import PostgresDatabase
 

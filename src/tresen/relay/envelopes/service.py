@@ -76,12 +76,9 @@ class EnvelopeService:
     async def _check_room(self, devices: Iterable[int]) -> None:
         full = []
         for device in devices:
-            depth = self.depth.get(device)
-            if depth is None:
-                depth = await self.db.run_interaction(
-                    "queue_length", lambda txn, d=device: store.queue_length(txn, d), write=False
-                )
-                self.depth[device] = depth
+            if device not in self.depth:
+                self.depth[device] = await self._queue_length(device)
+            depth = self.depth[device]
             if depth >= self.settings.max_queue_per_device:
                 full.append(device)
         if full:
@@ -91,6 +88,12 @@ class EnvelopeService:
                 devices=full,
                 retry_after=60,
             )
+
+    async def _queue_length(self, device: int) -> int:
+        async def count(txn: Txn) -> int:
+            return await store.queue_length(txn, device)
+
+        return await self.db.run_interaction("queue_length", count, write=False)
 
     def _count(self, devices: Iterable[int], delta: int) -> None:
         for device in devices:

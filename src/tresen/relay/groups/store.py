@@ -41,7 +41,7 @@ async def lock_group(txn: Txn, group_id: int) -> bool:
     Every change to a group starts here, so concurrent changes (two joins racing for the last
     place) run one after the other on PostgreSQL too; SQLite has one writer anyway.
     """
-    changed = 1 if await txn.fetchone("SELECT 1 FROM groups WHERE id = ?", group_id) else 0
+    changed = await txn.execute("UPDATE groups SET epoch = epoch WHERE id = ?", group_id)
     return changed > 0
 
 

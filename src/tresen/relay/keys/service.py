@@ -195,7 +195,7 @@ def check_id(raw: DeviceRef, what: str) -> int:
             return raw
     elif _ID.fullmatch(raw):
         return int(raw)
-    raise InvalidRequest(f"{str(raw)[:40]!r} is not a {what} id (a positive integer)")
+    raise InvalidRequest(f"{str(raw)[:40]!r} is not a valid {what} id (a positive integer)")
 
 
 def check_query(request: QueryRequest, max_accounts: int) -> dict[int, set[int]]:
