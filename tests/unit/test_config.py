@@ -10,13 +10,13 @@ from tresen.errors import InvalidRequest
 
 def test_layers_defaults_file_env_overrides(tmp_path: Path) -> None:
     file = tmp_path / "tresen.toml"
-    file.write_text('port = 9000\nhost = "0.0.0.0"\nmax_devices = 3\n')
+    file.write_text('port = 9000\nhost = "localhost"\nmax_devices = 3\n')
     settings = load(
         file=file,
         environ={"TRESEN_PORT": "9100", "TRESEN_MAX_DEVICES": "4"},
         overrides={"port": 9200, "host": None},
     )
-    assert (settings.port, settings.host, settings.max_devices) == (9200, "0.0.0.0", 4)
+    assert (settings.port, settings.host, settings.max_devices) == (9200, "localhost", 4)
     assert load(environ={}).port == 8600
 
 

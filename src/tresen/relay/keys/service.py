@@ -72,7 +72,7 @@ def _fields(
         raise _invalid(f"{where} lacks {', '.join(missing)}")
     unknown = sorted(obj.keys() - required - optional)
     if unknown:
-        raise _invalid(f"{where} has unknown field(s) {', '.join(unknown)}")
+        raise _invalid(f"{where} has unknown field(s) {', '.join(unknown)[:200]}")
     return obj
 
 
@@ -106,7 +106,9 @@ def check_signatures(value: object, where: str, who: Principal) -> dict[str, Any
     if not isinstance(value, dict) or not value:
         raise _invalid(f"{where}.signatures must be a non-empty object")
     for signer, signed in value.items():
-        if not isinstance(signed, dict) or not signed or len(signer) > 64:
+        if len(signer) > 64:
+            raise _invalid(f"{where}.signatures: signer {signer[:80]!r} is not an account id")
+        if not isinstance(signed, dict) or not signed:
             raise _invalid(
                 f"{where}.signatures must map account ids to non-empty objects of signatures"
             )
