@@ -40,6 +40,7 @@ from tresen.relay.accounts.models import (
 from tresen.relay.accounts.senders import CodeSender
 from tresen.relay.clock import Clock
 from tresen.relay.envelopes import store as queue_store
+from tresen.relay.keys import store as key_store
 from tresen.storage.engine import Database, Txn
 
 HOUR_MS = 3_600_000
@@ -185,6 +186,7 @@ class AccountService:
                 revoked = await store.revoke_all_devices(txn, account_id, now)
                 for device in revoked:
                     await queue_store.drop_device(txn, device)
+                    await key_store.drop_device(txn, device)
             device_id = await store.create_device(
                 txn, account_id, device_name, hash_token(token), now
             )
@@ -272,6 +274,7 @@ class AccountService:
             if not await store.revoke_device(txn, who.account_id, device_id, now):
                 raise NotFound(f"no device {device_id} on this account")
             await queue_store.drop_device(txn, device_id)
+            await key_store.drop_device(txn, device_id)
 
         await self.db.run_interaction("revoke_device", revoke)
         self._devices_changed(who.account_id, [device_id])
