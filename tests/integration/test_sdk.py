@@ -1,0 +1,75 @@
+"""The SDK's blocking facade, and the SMS-gateway webhook sender against a real HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import pytest
+
+from tresen.client import Credentials, Device
+from tresen.errors import Unavailable
+from tresen.relay.accounts.senders import WebhookSender
+
+from ..conftest import Harness
+
+
+async def test_sync_device_sends_and_receives(relay: Harness) -> None:
+    a, b = await relay.new_device(), await relay.new_device()
+
+    def blocking() -> bytes:
+        with (
+            Device(
+                Credentials(
+                    url=relay.url, account_id=a.account_id, device_id=a.device_id, token=a.token
+                )
+            ) as alice,
+            Device(
+                Credentials(
+                    url=relay.url, account_id=b.account_id, device_id=b.device_id, token=b.token
+                )
+            ) as bob,
+        ):
+            alice.connect()
+            bob.connect()
+            alice.send(b.account_id, lambda device: b"sync hello")
+            return bob.recv().body
+
+    assert await asyncio.to_thread(blocking) == b"sync hello"
+
+
+@pytest.fixture
+def sms_gateway() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            body = json.loads(self.rfile.read(length))
+            received.append(body)
+            self.send_response(500 if body["to"].endswith("0") else 200)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/sms", received
+    server.shutdown()
+    server.server_close()
+
+
+async def test_webhook_sender_posts_the_code(sms_gateway: tuple[str, list[Any]]) -> None:
+    url, received = sms_gateway
+    await WebhookSender(url).send("+4915123456781", "123456")
+    assert received == [
+        {"to": "+4915123456781", "code": "123456", "text": "Your tresen code: 123456"}
+    ]
+    with pytest.raises(Unavailable, match="SMS gateway"):
+        await WebhookSender(url).send("+4915123456780", "123456")
