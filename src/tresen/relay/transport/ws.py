@@ -155,8 +155,13 @@ class Connection:
                         self.wake.set()
                         break
         except (OSError, RuntimeError) as exc:
+            # the socket went away (uvicorn raises these after a disconnect)
             log.debug("writer for device %s ended: %s", stream.device, exc)
-            self.close(1011, "write failed")
+        except Exception:
+            # e.g. the store is unreachable while catching up: the client reconnects later
+            log.exception("delivery to device %s failed; closing its connection", stream.device)
+            with contextlib.suppress(Exception):
+                await self.send({"type": "websocket.close", "code": 1011, "reason": "try again"})
 
     # ------------------------------------------------------------ bus events
 
