@@ -73,6 +73,27 @@ async def test_resent_id_is_stored_once(relay: Harness) -> None:
     assert len(await relay.fetch_queue(bob.device_id)) == 1
 
 
+async def test_same_id_resent_within_one_commit_batch_is_stored_once(relay: Harness) -> None:
+    alice, bob = await relay.new_device(), await relay.new_device()
+    ws = await raw_socket(relay, alice.token)
+    frame = {
+        "t": "send",
+        "id": "burst",
+        "to": bob.account_id,
+        "payloads": {str(bob.device_id): "aGk="},
+    }
+    for _ in range(5):
+        await ws.send(msgspec.json.encode(frame).decode())
+    acked: list[str] = []
+    while len(acked) < 5:
+        answer = msgspec.json.decode(await ws.recv())
+        assert answer["t"] == "sent", answer
+        acked += answer["ids"]
+    assert acked == ["burst"] * 5
+    assert len(await relay.fetch_queue(bob.device_id)) == 1
+    await ws.close()
+
+
 async def test_delivered_and_read_receipts_flow_back_to_every_sender_device(relay: Harness) -> None:
     alice = await relay.new_device()
     alice2 = await relay.link_device(alice)

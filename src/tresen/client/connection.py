@@ -243,6 +243,8 @@ class Connection:
     # ------------------------------------------------------------ API
 
     async def _request(self, frame: Send | SendGroup) -> int:
+        if frame.id in self.pending:  # already on its way: wait for the same answer
+            return await asyncio.shield(self.pending[frame.id][1])
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.pending[frame.id] = (frame, future)
         await self._send(frame)

@@ -16,16 +16,21 @@ from tresen.storage.engine import Txn
 QueueRow = tuple[int, int, str, str, int, int, int | None, int, int, bytes]
 
 
-async def claim_envelope_id(txn: Txn, sender_device: int, envelope_id: str, now: int) -> bool:
-    """Record a sender-chosen id; False if this device sent it before."""
-    changed = await txn.execute(
-        "INSERT INTO envelope_ids (sender_device, envelope_id, created_at) VALUES (?, ?, ?) "
-        "ON CONFLICT DO NOTHING",
-        sender_device,
-        envelope_id,
-        now,
-    )
-    return changed > 0
+async def claim_envelope_ids(
+    txn: Txn, keys: Sequence[tuple[int, str]], now: int
+) -> set[tuple[int, str]]:
+    """Record sender-chosen ids, one statement per 1,000; return those not seen before."""
+    fresh: set[tuple[int, str]] = set()
+    for start in range(0, len(keys), 1000):
+        chunk = keys[start : start + 1000]
+        values = ", ".join(["(?, ?, ?)"] * len(chunk))
+        rows = await txn.fetch(
+            "INSERT INTO envelope_ids (sender_device, envelope_id, created_at) "  # noqa: S608
+            f"VALUES {values} ON CONFLICT DO NOTHING RETURNING sender_device, envelope_id",
+            *[v for device, envelope_id in chunk for v in (device, envelope_id, now)],
+        )
+        fresh.update((int(r[0]), r[1]) for r in rows)
+    return fresh
 
 
 async def insert_rows(txn: Txn, rows: Sequence[QueueRow]) -> None:

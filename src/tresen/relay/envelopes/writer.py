@@ -116,17 +116,17 @@ class Writer:
 
         async def interaction(txn: Txn) -> tuple[list[bool], list[QueueRow]]:
             duplicates: list[bool] = []
-            seen: set[tuple[int, str]] = set()
+            keys = list(dict.fromkeys(op.dedupe for op in batch if op.dedupe is not None))
+            unclaimed = await store.claim_envelope_ids(txn, keys, now) if keys else set()
             fresh: list[NewItem] = []
             expiries: list[int] = []
             deletes: list[tuple[int, int]] = []
             for op in batch:
                 dup = False
                 if op.dedupe is not None:
-                    dup = op.dedupe in seen or not await store.claim_envelope_id(
-                        txn, op.dedupe[0], op.dedupe[1], now
-                    )
-                    seen.add(op.dedupe)
+                    # the first op with an id takes it; a repeat in the same batch is a duplicate
+                    dup = op.dedupe not in unclaimed
+                    unclaimed.discard(op.dedupe)
                 duplicates.append(dup)
                 if not dup:
                     fresh.extend(op.items)
