@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -21,8 +20,6 @@ from tresen.relay.services import Services
 
 POSTGRES = os.environ.get("TRESEN_TEST_POSTGRES") == "1"
 PG_ADMIN = os.environ.get("TRESEN_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-_phones = itertools.count(1)
 
 
 def fresh_phone() -> str:

@@ -38,7 +38,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     max_envelope_bytes: int = 256 * 1024
     max_queue_per_device: int = 10_000
     envelope_ttl_seconds: int = 30 * 86_400
+    #: sends awaiting their commit on one connection before ``too_many_in_flight``
     max_in_flight_per_connection: int = 256
+    #: queue items pushed to one connection and not yet acknowledged
+    delivery_window: int = 256
     push_batch: int = 64
     # keys
     otk_low_watermark: int = 10

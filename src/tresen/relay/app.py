@@ -18,7 +18,8 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from tresen import API_FEATURE_LEVEL, __version__
-from tresen.bus import open_bus
+from tresen.bus import BusEvent, open_bus
+from tresen.bus.events import DevicesChanged
 from tresen.config import Settings
 from tresen.protocol.frames import PROTOCOL_VERSION
 from tresen.relay.accounts.api import router as accounts_router
@@ -66,7 +67,12 @@ async def build_services(
     await bus.start()
     writer = Writer(db, bus, clock, ttl_ms=settings.envelope_ttl_seconds * 1000)
     directory = DeviceDirectory(db)
-    bus.subscribe("relay", lambda event: directory.forget(getattr(event, "account", 0)))
+
+    def on_relay_event(event: BusEvent) -> None:
+        if isinstance(event, DevicesChanged):  # from any node: drop the cached device list
+            directory.forget(event.account)
+
+    bus.subscribe("relay", on_relay_event)
     sender = code_sender or build_sender(settings.code_sender, settings.code_webhook_url)
     accounts = AccountService(db, bus, settings, clock, sender, directory)
     keys = KeyService(db, bus, settings)

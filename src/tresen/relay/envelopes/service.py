@@ -171,10 +171,13 @@ class EnvelopeService:
         """Delete what the device acknowledged; tell senders their messages were delivered."""
         self._count([who.device_id], -len(acked))
         receipts: list[NewItem] = []
+        senders: dict[int, tuple[int, ...]] = {}
         for item in acked:
             if item.kind != "message" or item.sender == who.account_id:
                 continue
-            for device in await self.directory.devices_of(item.sender):
+            if item.sender not in senders:
+                senders[item.sender] = await self.directory.devices_of(item.sender)
+            for device in senders[item.sender]:
                 receipts.append(
                     NewItem(
                         device,

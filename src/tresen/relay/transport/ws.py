@@ -194,7 +194,7 @@ class Connection:
             return
         s = self.s
         self.who = who
-        self.stream = DeviceStream(who.device_id, window=s.settings.max_in_flight_per_connection)
+        self.stream = DeviceStream(who.device_id, window=s.settings.delivery_window)
         self.subs.append(s.bus.subscribe(f"device.{who.device_id}", self.on_event))
         self.hub.connections.add(self)
         s.presence.do_connected(who)
