@@ -18,8 +18,7 @@ Row = Sequence[Any]
 
 log = logging.getLogger("tresen.storage")
 
-#: The newest schema this code knows, and the oldest schema it can still run against.
-SCHEMA_VERSION = 2
+#: The oldest schema this code can still run against (the newest is SCHEMA_VERSION, below).
 SCHEMA_COMPAT_VERSION = 1
 
 
@@ -94,6 +93,10 @@ def load_migrations() -> list[Migration]:
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text()))
     return sorted(found, key=lambda m: m.version)
+
+
+#: The newest schema this code knows: the highest numbered migration file.
+SCHEMA_VERSION = load_migrations()[-1].version
 
 
 class InteractionTimer:
