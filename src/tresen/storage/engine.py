@@ -69,14 +69,16 @@ class Migration:
 
     def statements(self, sequence: Callable[[str], list[str]]) -> list[str]:
         """Split into statements, expanding ``@sequence NAME`` lines for the dialect."""
+        # comments go first, so that a ';' inside one never splits a statement
+        sql = "\n".join(line.split("--", 1)[0].rstrip() for line in self.sql.splitlines())
         out: list[str] = []
-        for chunk in self.sql.split(";"):
+        for chunk in sql.split(";"):
             lines = []
             for line in chunk.splitlines():
                 stripped = line.strip()
                 if stripped.startswith("@sequence "):
                     out.extend(sequence(stripped.split()[1]))
-                elif stripped and not stripped.startswith("--"):
+                elif stripped:
                     lines.append(line)
             if lines:
                 out.append("\n".join(lines))
