@@ -10,9 +10,17 @@ TresenError
 ├── NotFound                  404  not_found, unknown_recipient, unknown_group
 ├── Conflict                  409  username_taken, account_exists, device_limit, group_full
 │   └── DeviceListMismatch    409  device_list_mismatch (fields: the current device lists)
-├── PayloadTooLarge           413  envelope_too_large
+├── PayloadTooLarge           413  envelope_too_large, media_too_large
+├── RangeNotSatisfiable       416  range_not_satisfiable (fields: size)
 ├── LimitExceeded             429  rate_limited, queue_full, too_many_in_flight (retry_after)
-└── Unavailable               503  unavailable, internal
+├── Unavailable               503  unavailable, internal
+├── PolicyRefused             400  the relay's business policy refused an envelope: 131026,
+│                                  131047, 131048, 131050, 131042, 131009, 132001, 132015,
+│                                  132016, opt_in_required, business_group_send (Cloud API
+│                                  numbers as strings; 130429 and 131056 are LimitExceeded)
+└── CryptoError               400  undecryptable, untrusted_keys, crypto_store_key,
+                                   verification_failed (SDK only: a check of the end-to-end
+                                   encryption failed; ``fields['reason']`` says which)
 
 WebSocket close codes are fixed by :data:`CLOSE_CODES`; a frame-level error never closes the
 connection, it is answered with an error frame.
@@ -99,6 +107,31 @@ class Unavailable(TresenError):
     default_code = Code.UNAVAILABLE
 
 
+class RangeNotSatisfiable(TresenError):
+    """A download's ``Range`` lies outside the blob; ``fields['size']`` is the blob's size."""
+
+    status = 416
+    default_code = Code.RANGE_NOT_SATISFIABLE
+
+
+class CryptoError(TresenError):
+    """Raised on a device, never by the relay: a message failed a check of the end-to-end
+    encryption, a key is not trustworthy, the crypto store's key is wrong, or a verification
+    failed. ``fields['reason']`` is a short stable word for what failed."""
+
+    status = 400
+    default_code = Code.UNDECRYPTABLE
+
+
+class PolicyRefused(TresenError):
+    """The relay's business policy refused an envelope (docs/business-rules.md): a block, no
+    consent, outside the customer-service window, no approved template, a messaging limit, an
+    exhausted balance. The code is the Cloud API's number where it has one."""
+
+    status = 400
+    default_code = Code.MESSAGE_UNDELIVERABLE
+
+
 _BY_CODE: dict[Code, type[TresenError]] = {
     Code.BAD_REQUEST: InvalidRequest,
     Code.MALFORMED_FRAME: InvalidRequest,
@@ -129,6 +162,47 @@ _BY_CODE: dict[Code, type[TresenError]] = {
     Code.TOO_MANY_IN_FLIGHT: LimitExceeded,
     Code.UNAVAILABLE: Unavailable,
     Code.INTERNAL: Unavailable,
+    Code.UNDECRYPTABLE: CryptoError,
+    Code.UNTRUSTED_KEYS: CryptoError,
+    Code.CRYPTO_STORE_KEY: CryptoError,
+    Code.ADMIN_REQUIRED: Forbidden,
+    Code.NOT_A_BUSINESS: NotFound,
+    Code.BUSINESS_EXISTS: Conflict,
+    Code.SLUG_TAKEN: Conflict,
+    Code.INVALID_BUSINESS_PROFILE: InvalidRequest,
+    Code.INVALID_BUSINESS_HOURS: InvalidRequest,
+    Code.INVALID_PRODUCT: InvalidRequest,
+    Code.PRODUCT_EXISTS: Conflict,
+    Code.QUICK_REPLY_EXISTS: Conflict,
+    Code.LABEL_EXISTS: Conflict,
+    Code.INVALID_DOMAIN: InvalidRequest,
+    Code.VERIFICATION_PENDING: Conflict,
+    Code.ALREADY_REVIEWED: Conflict,
+    Code.DOMAIN_PROOF_REQUIRED: Conflict,
+    Code.VERIFICATION_FAILED: CryptoError,
+    Code.MEDIA_TOO_LARGE: PayloadTooLarge,
+    Code.MEDIA_NOT_FOUND: NotFound,
+    Code.UPLOAD_OFFSET_MISMATCH: Conflict,
+    Code.UPLOAD_INCOMPLETE: Conflict,
+    Code.UPLOAD_COMPLETE: Conflict,
+    Code.RANGE_NOT_SATISFIABLE: RangeNotSatisfiable,
+    Code.ATTACHMENT_CORRUPT: CryptoError,
+    Code.MESSAGE_UNDELIVERABLE: PolicyRefused,
+    Code.REENGAGEMENT_REQUIRED: PolicyRefused,
+    Code.THROUGHPUT_EXCEEDED: LimitExceeded,
+    Code.PAIR_RATE_LIMITED: LimitExceeded,
+    Code.MESSAGING_LIMIT_REACHED: PolicyRefused,
+    Code.MARKETING_OPTED_OUT: PolicyRefused,
+    Code.PAYMENT_REQUIRED: PolicyRefused,
+    Code.INVALID_PARAMETER: PolicyRefused,
+    Code.TEMPLATE_NOT_FOUND: PolicyRefused,
+    Code.TEMPLATE_PAUSED: PolicyRefused,
+    Code.TEMPLATE_DISABLED: PolicyRefused,
+    Code.OPT_IN_REQUIRED: PolicyRefused,
+    Code.INVALID_TEMPLATE: InvalidRequest,
+    Code.TEMPLATE_EXISTS: Conflict,
+    Code.BUSINESS_GROUP_SEND: PolicyRefused,
+    Code.INVALID_RATE_CARD: InvalidRequest,
 }
 
 #: WebSocket close codes (4000-4999 are the application's own range).
@@ -152,12 +226,15 @@ def from_code(code: str, message: str, fields: dict[str, Any] | None = None) -> 
 __all__ = [
     "CLOSE_CODES",
     "Conflict",
+    "CryptoError",
     "DeviceListMismatch",
     "Forbidden",
     "InvalidRequest",
     "LimitExceeded",
     "NotFound",
     "PayloadTooLarge",
+    "PolicyRefused",
+    "RangeNotSatisfiable",
     "TresenError",
     "Unauthorized",
     "Unavailable",
