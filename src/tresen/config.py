@@ -48,6 +48,18 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     max_otks_per_upload: int = 200
     # groups
     max_group_members: int = 1024
+    # business accounts and the operator (see docs/business.md)
+    #: the relay's public base URL for short links and QR codes (``https://chat.example``);
+    #: empty: taken from each request's own base URL
+    public_url: str = ""
+    #: how long the operator's domain-proof check waits for the HTTP fetch or DNS answer
+    domain_proof_timeout_seconds: float = 5.0
+    #: DNS servers for the TXT proof, comma-separated ``host`` or ``host:port``; empty: system
+    domain_proof_nameservers: str = ""
+    #: TESTS ONLY: accept ``127.0.0.1:PORT`` as a domain and fetch its proof over plain http
+    domain_proof_allow_loopback_http: bool = False
+    #: approving a verification needs a passed domain proof check first
+    verification_requires_domain_proof: bool = False
     # the WebSocket
     heartbeat_seconds: float = 30.0
     frames_per_second: float = 500.0

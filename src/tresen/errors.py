@@ -179,6 +179,7 @@ _BY_CODE: dict[Code, type[TresenError]] = {
     Code.VERIFICATION_PENDING: Conflict,
     Code.ALREADY_REVIEWED: Conflict,
     Code.DOMAIN_PROOF_REQUIRED: Conflict,
+    Code.BUSINESS_LIMIT: Conflict,
     Code.VERIFICATION_FAILED: CryptoError,
     Code.MEDIA_TOO_LARGE: PayloadTooLarge,
     Code.MEDIA_NOT_FOUND: NotFound,

@@ -138,6 +138,15 @@ def migrate(db: DbOpt = None, config: ConfigOpt = None) -> None:
     console.print(f"schema version {version} (code knows {SCHEMA_VERSION}): {what}")
 
 
+def _register_admin() -> None:
+    from tresen.cli.admin import admin_app
+
+    app.add_typer(admin_app, name="admin")
+
+
+_register_admin()
+
+
 def main() -> None:
     try:
         app()

@@ -64,6 +64,7 @@ class Code(StrEnum):
     VERIFICATION_PENDING = "verification_pending"
     ALREADY_REVIEWED = "already_reviewed"
     DOMAIN_PROOF_REQUIRED = "domain_proof_required"
+    BUSINESS_LIMIT = "business_limit"
     # media blobs (issue 3)
     MEDIA_TOO_LARGE = "media_too_large"
     MEDIA_NOT_FOUND = "media_not_found"

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Request, get
+from litestar import Litestar, Request, Router, get
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
@@ -25,6 +25,11 @@ from tresen.protocol.frames import PROTOCOL_VERSION
 from tresen.relay.accounts.api import router as accounts_router
 from tresen.relay.accounts.senders import CodeSender, build_sender
 from tresen.relay.accounts.service import AccountService, DeviceDirectory
+from tresen.relay.admin.service import AdminService
+from tresen.relay.business import routes as business_routes
+from tresen.relay.business.review import BusinessReviewService
+from tresen.relay.business.service import BusinessService
+from tresen.relay.business.tools import BusinessToolsService
 from tresen.relay.clock import Clock
 from tresen.relay.envelopes.service import EnvelopeService
 from tresen.relay.envelopes.writer import Writer
@@ -79,6 +84,8 @@ async def build_services(
     groups = GroupService(db, settings, clock, writer, directory)
     envelopes = EnvelopeService(db, settings, clock, writer, directory, groups)
     presence = PresenceService(bus, clock, accounts, directory, groups)
+    admins = AdminService(db, clock)
+    business = BusinessService(db, settings, clock)
     writer.start()
     envelopes.start()
     return Services(
@@ -93,6 +100,10 @@ async def build_services(
         groups=groups,
         envelopes=envelopes,
         presence=presence,
+        admins=admins,
+        business=business,
+        business_review=BusinessReviewService(business),
+        business_tools=BusinessToolsService(business),
     )
 
 
@@ -165,7 +176,7 @@ class RelayApp:
             schema: dict[str, Any] = request.app.openapi_schema.to_schema()
             return schema
 
-        return Litestar(
+        http = Litestar(
             route_handlers=[info, healthz, openapi, accounts_router, keys_router, groups_router],
             dependencies={
                 name: provider(name)
@@ -182,6 +193,15 @@ class RelayApp:
             ),
             debug=False,
         )
+        # business accounts and the operator (issue 4): routers with their own services
+        http.register(
+            Router(
+                path="/",
+                route_handlers=business_routes.ROUTERS,
+                dependencies={name: provider(name) for name in business_routes.SERVICES},
+            )
+        )
+        return http
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send_) -> None:
         if scope["type"] == "websocket":

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from tresen.bus import Bus
 from tresen.config import Settings
 from tresen.relay.accounts.service import AccountService, DeviceDirectory
+from tresen.relay.admin.service import AdminService
+from tresen.relay.business.review import BusinessReviewService
+from tresen.relay.business.service import BusinessService
+from tresen.relay.business.tools import BusinessToolsService
 from tresen.relay.clock import Clock
 from tresen.relay.envelopes.service import EnvelopeService
 from tresen.relay.envelopes.writer import Writer
@@ -29,3 +33,7 @@ class Services:
     groups: GroupService
     envelopes: EnvelopeService
     presence: PresenceService
+    admins: AdminService
+    business: BusinessService
+    business_review: BusinessReviewService
+    business_tools: BusinessToolsService

@@ -1,0 +1,1 @@
+"""The operator: admin tokens, the admin API and the audit log."""

@@ -1,0 +1,1 @@
+"""Business accounts: profiles, hours, links and QR, catalog, verification, tools, scoped ids."""

@@ -1,0 +1,21 @@
+"""QR codes for a business's short link, as PNG and SVG (segno: pure Python)."""
+
+from __future__ import annotations
+
+import io
+
+import segno
+
+
+def qr_png(url: str, *, scale: int = 8, border: int = 4) -> bytes:
+    out = io.BytesIO()
+    segno.make_qr(url, error="m").save(out, kind="png", scale=scale, border=border)
+    return out.getvalue()
+
+
+def qr_svg(url: str, *, scale: int = 8, border: int = 4) -> bytes:
+    out = io.BytesIO()
+    segno.make_qr(url, error="m").save(
+        out, kind="svg", scale=scale, border=border, xmldecl=True, svgns=True, title=url
+    )
+    return out.getvalue()
