@@ -65,6 +65,22 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     frames_per_second: float = 500.0
     frame_burst: int = 2_000
     max_frame_bytes: int = 1024 * 1024
+    # media blobs (ciphertext only; see docs/media.md)
+    #: where blob files live; empty: a ``media`` folder next to the SQLite file (or
+    #: ``tresen-data/media`` on PostgreSQL)
+    media_dir: str = ""
+    media_max_image_bytes: int = 16 * 1024 * 1024
+    media_max_video_bytes: int = 64 * 1024 * 1024
+    media_max_audio_bytes: int = 16 * 1024 * 1024
+    media_max_document_bytes: int = 100 * 1024 * 1024
+    media_max_sticker_bytes: int = 500 * 1024
+    #: a blob is deleted this long after its upload, fetched or not
+    media_ttl_seconds: int = 30 * 86_400
+    #: kept this long after the last granted recipient fetched it completely
+    media_fetched_grace_seconds: int = 600
+    #: an upload not finished within this time is dropped with its bytes
+    media_upload_ttl_seconds: int = 86_400
+    media_purge_interval_seconds: float = 60.0
 
 
 _FIELDS = {f.name: f.type for f in msgspec.structs.fields(Settings)}

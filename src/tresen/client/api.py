@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
@@ -124,3 +126,44 @@ class RelayAPI:
             "POST", "/v1/groups", json={"name": name, "members": members}
         )
         return result
+
+    # media (the bytes are ciphertext: see tresen.client.media)
+    async def create_upload(
+        self, kind: str, size: int, recipients: list[dict[str, int]] | None = None
+    ) -> dict[str, Any]:
+        body = {"kind": kind, "size": size, "recipients": recipients or []}
+        result: dict[str, Any] = await self.request("POST", "/v1/media", json=body)
+        return result
+
+    async def upload_part(
+        self, media_id: str, offset: int, body: AsyncIterable[bytes] | bytes, length: int
+    ) -> dict[str, Any]:
+        headers = {
+            "Upload-Offset": str(offset),
+            "Content-Length": str(length),
+            "Content-Type": "application/offset+octet-stream",
+        }
+        result: dict[str, Any] = await self.request(
+            "PATCH", f"/v1/media/{media_id}", content=body, headers=headers
+        )
+        return result
+
+    async def media_info(self, media_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("GET", f"/v1/media/{media_id}/info")
+        return result
+
+    async def grant_media(self, media_id: str, recipients: list[dict[str, int]]) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request(
+            "POST", f"/v1/media/{media_id}/grants", json={"recipients": recipients}
+        )
+        return result
+
+    async def delete_media(self, media_id: str) -> None:
+        await self.request("DELETE", f"/v1/media/{media_id}")
+
+    def download_stream(
+        self, media_id: str, start: int = 0
+    ) -> AbstractAsyncContextManager[httpx.Response]:
+        """The blob's response, streaming; from byte ``start`` on (``Range``) if not 0."""
+        headers = {"Range": f"bytes={start}-"} if start else {}
+        return self.http.stream("GET", f"/v1/media/{media_id}", headers=headers)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from os import PathLike
+from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
 
+from tresen.client import media
 from tresen.client.api import RelayAPI
 from tresen.client.connection import Connection, new_envelope_id
 from tresen.errors import DeviceListMismatch, Unavailable
@@ -114,3 +117,27 @@ class AsyncDevice:
 
     async def recv(self, timeout: float | None = 10.0) -> Item:
         return await self._live().recv(timeout)
+
+    # media: encrypted here, ciphertext on the relay (see tresen.client.media)
+    async def upload_attachment(
+        self,
+        source: bytes | str | PathLike[str],
+        *,
+        kind: media.MediaKind,
+        recipients: media.Recipients | None = None,
+        progress: media.Progress | None = None,
+    ) -> media.Attachment:
+        """Encrypt and upload; ``recipients`` are accounts or (account, device) pairs."""
+        return await media.upload_attachment(
+            self.api, source, kind=kind, recipients=recipients, progress=progress
+        )
+
+    async def download_attachment(
+        self,
+        file: media.EncryptedFile,
+        target: str | PathLike[str],
+        *,
+        progress: media.Progress | None = None,
+    ) -> Path:
+        """Download, verify and decrypt into ``target`` (created only if the hash matches)."""
+        return await media.download_attachment(self.api, file, Path(target), progress=progress)

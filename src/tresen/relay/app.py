@@ -37,6 +37,9 @@ from tresen.relay.groups.api import router as groups_router
 from tresen.relay.groups.service import GroupService
 from tresen.relay.keys.api import router as keys_router
 from tresen.relay.keys.service import KeyService
+from tresen.relay.media.api import router as media_router
+from tresen.relay.media.blobs import FileBlobStore, default_media_dir
+from tresen.relay.media.service import MediaService
 from tresen.relay.presence.service import PresenceService
 from tresen.relay.services import Services
 from tresen.relay.transport.http import EXCEPTION_HANDLERS
@@ -84,10 +87,13 @@ async def build_services(
     groups = GroupService(db, settings, clock, writer, directory)
     envelopes = EnvelopeService(db, settings, clock, writer, directory, groups)
     presence = PresenceService(bus, clock, accounts, directory, groups)
+    blobs = FileBlobStore(settings.media_dir or default_media_dir(settings.db))
+    media = MediaService(db, settings, clock, blobs, directory)
     admins = AdminService(db, clock)
     business = BusinessService(db, settings, clock)
     writer.start()
     envelopes.start()
+    media.start()
     return Services(
         settings=settings,
         clock=clock,
@@ -104,10 +110,12 @@ async def build_services(
         business=business,
         business_review=BusinessReviewService(business),
         business_tools=BusinessToolsService(business),
+        media=media,
     )
 
 
 async def close_services(services: Services) -> None:
+    await services.media.close()
     await services.envelopes.close()
     await services.writer.close()
     await services.bus.close()
@@ -177,10 +185,13 @@ class RelayApp:
             return schema
 
         http = Litestar(
-            route_handlers=[info, healthz, openapi, accounts_router, keys_router, groups_router],
+            route_handlers=[
+                *[info, healthz, openapi, accounts_router, keys_router, groups_router],
+                media_router,
+            ],
             dependencies={
                 name: provider(name)
-                for name in ("accounts", "keys", "groups", "envelopes", "presence")
+                for name in ("accounts", "keys", "groups", "envelopes", "presence", "media")
             },
             exception_handlers=EXCEPTION_HANDLERS,
             lifespan=[self.lifespan],

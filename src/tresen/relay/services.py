@@ -16,6 +16,7 @@ from tresen.relay.envelopes.service import EnvelopeService
 from tresen.relay.envelopes.writer import Writer
 from tresen.relay.groups.service import GroupService
 from tresen.relay.keys.service import KeyService
+from tresen.relay.media.service import MediaService
 from tresen.relay.presence.service import PresenceService
 from tresen.storage.engine import Database
 
@@ -37,3 +38,4 @@ class Services:
     business: BusinessService
     business_review: BusinessReviewService
     business_tools: BusinessToolsService
+    media: MediaService

@@ -1,0 +1,1 @@
+"""Media blobs: uploads of opaque ciphertext, grants, authenticated downloads, expiry."""
