@@ -80,8 +80,9 @@ def decode_envelope(data: bytes) -> Envelope:
         raise undecryptable("malformed_envelope", f"not an encrypted envelope: {exc}") from exc
     if envelope.v != ENVELOPE_VERSION:
         raise undecryptable("unsupported_version", f"envelope version {envelope.v} is unknown")
-    if not 0 < len(envelope.events) <= MAX_ENVELOPE_EVENTS:
-        raise undecryptable("malformed_envelope", "an envelope holds 1 to 16 events")
+    # no events: the envelope carried something for another device of this account only
+    if len(envelope.events) > MAX_ENVELOPE_EVENTS:
+        raise undecryptable("malformed_envelope", "an envelope holds at most 16 events")
     for event in envelope.events:
         if event.type != ENCRYPTED:
             raise undecryptable(

@@ -137,14 +137,18 @@ class CryptoMachine:
 
     # ------------------------------------------------------------ Megolm
 
-    def outbound_group(self, room_id: str, now: float, epoch: int) -> OutboundGroup:
+    def outbound_group(self, room_id: str, now: float, epoch: str) -> OutboundGroup:
         return self.groups.outbound_for(room_id, now, epoch)
 
     def room_key_event(self, device: DeviceIdentity, group: OutboundGroup) -> EncryptedEvent:
         event = self.encrypt_olm(device, ROOM_KEY, self.groups.room_key_content(group))
-        group.shared_with[f"{device.user_id}|{device.device_id}"] = device.curve25519
-        self.groups.dirty_outbound.add(group.room_id)
         return event
+
+    def mark_shared(self, group: OutboundGroup, devices: list[DeviceIdentity]) -> None:
+        """The relay stored the key shares for ``devices``: do not share with them again."""
+        for device in devices:
+            group.shared_with[f"{device.user_id}|{device.device_id}"] = device.curve25519
+        self.groups.dirty_outbound.add(group.room_id)
 
     def encrypt_megolm(
         self, group: OutboundGroup, event_type: str, content: dict[str, Any]

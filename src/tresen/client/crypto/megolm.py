@@ -2,9 +2,10 @@
 every sender's session we were given a key for.
 
 Rotation (a new session, whose key goes to the then-current member devices only): when the
-group's membership changes (its ``epoch``), after :data:`ROTATION_MESSAGES` messages or
-:data:`ROTATION_SECONDS`. Inbound messages are checked for replay: a message index is accepted
-once per session (a redelivery of the same envelope is recognised and not an error).
+group's members change (``epoch`` is a fingerprint of them), after :data:`ROTATION_MESSAGES`
+messages or :data:`ROTATION_SECONDS`; the client also rotates when a device that had the key is
+gone. Inbound messages are checked for replay: a message index is accepted once per session (a
+redelivery of the same envelope is recognised and not an error).
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ class OutboundGroup:
     room_id: str
     session: vodozemac.GroupSession
     created_at: float
-    #: the membership epoch this session was made for
-    epoch: int
+    #: a fingerprint of the member devices this session was made for (rotate when it changes)
+    epoch: str
     messages: int = 0
     #: device keys ("user_id|device_id" -> curve25519) the session key was shared with
     shared_with: dict[str, str] = field(default_factory=dict)
 
-    def expired(self, now: float, epoch: int) -> bool:
+    def expired(self, now: float, epoch: str) -> bool:
         return (
             epoch != self.epoch
             or self.messages >= ROTATION_MESSAGES
@@ -87,7 +88,7 @@ class GroupSessions:
 
     # ------------------------------------------------------------ sending
 
-    def outbound_for(self, room_id: str, now: float, epoch: int) -> OutboundGroup:
+    def outbound_for(self, room_id: str, now: float, epoch: str) -> OutboundGroup:
         """The session to encrypt with, a fresh one if the current one must rotate."""
         current = self.outbound.get(room_id)
         if current is None or current.expired(now, epoch):

@@ -1,0 +1,669 @@
+"""The end-to-end encrypted client: :class:`SecureDevice` on top of :class:`AsyncDevice`.
+
+What it does for the application:
+
+- publishes signed device keys, one-time keys and a fallback key on first start; tops the
+  one-time keys up when the relay sends ``keys_low`` and uploads a new fallback key once the old
+  one was handed out;
+- 1:1: encrypts each message with Olm once per recipient device and once per own other device,
+  claiming one-time keys (signature-checked) to start sessions where needed;
+- groups: one Megolm session per group on this device, its key shared over Olm (``m.room_key``)
+  with every member device that does not have it yet, in the same envelope as the message;
+  rotated when the members change, when a device that had the key is gone, and every 100
+  messages or 7 days;
+- decrypts every received item and returns a :class:`Message`, or an :class:`Undecryptable`
+  with the reason a check failed (never the plaintext of a failed check);
+- reports device changes of the people it talks to (:class:`SecurityCodeChanged`, a warning if
+  the account had a verified device) and runs SAS verification (:meth:`SecureDevice.verify`).
+
+The relay sees envelopes of ``m.room.encrypted`` events only (:mod:`tresen.client.crypto.events`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from tresen.client.connection import new_envelope_id
+from tresen.client.crypto.devices import DeviceChange
+from tresen.client.crypto.events import (
+    DUMMY,
+    MESSAGE,
+    ROOM_KEY,
+    EncryptedEvent,
+    algorithm_of,
+    decode_envelope,
+    encode_envelope,
+)
+from tresen.client.crypto.machine import CryptoMachine
+from tresen.client.crypto.signing import OLM_ALGORITHM, OTK_ALGORITHM, DeviceIdentity
+from tresen.client.crypto.store import CryptoStore, read_key_file
+from tresen.client.crypto.verification import PREFIX, SasVerification
+from tresen.client.device import AsyncDevice
+from tresen.errors import CryptoError, DeviceListMismatch, Unavailable
+from tresen.protocol.frames import Item, KeysLow
+
+log = logging.getLogger("tresen.client.secure")
+
+#: one-time keys kept on the relay (vodozemac holds up to 100 unpublished-or-unused)
+OTK_TARGET = 50
+#: key shares per group frame before they are sent ahead in frames of their own
+KEY_SHARE_BUDGET = 640 * 1024
+SEND_ATTEMPTS = 4
+MEMBERSHIP_OPS = {"create", "add", "remove", "leave", "join"}
+
+
+def room_id(group_id: int) -> str:
+    """The Matrix room id a group's Megolm sessions are bound to."""
+    return f"!{group_id}:tresen"
+
+
+# ---------------------------------------------------------------- what recv() returns
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """A decrypted message that passed every check."""
+
+    id: str
+    sender: int
+    sender_device: int
+    ts: int
+    type: str
+    content: dict[str, Any]
+    #: the other account of a 1:1 chat (the recipient for copies of one's own messages)
+    conversation: int = 0
+    group: int = 0
+    #: the sending device was verified by SAS on this device
+    verified: bool = False
+
+
+class Undecryptable(msgspec.Struct, frozen=True, kw_only=True):
+    """An item that failed decryption or a check; ``reason`` is a stable word."""
+
+    id: str
+    sender: int
+    sender_device: int
+    ts: int
+    reason: str
+    message: str
+    group: int = 0
+
+
+class Receipt(msgspec.Struct, frozen=True, kw_only=True):
+    kind: Literal["delivered", "read", "expired"]
+    id: str
+    account: int
+    device: int
+    ts: int
+
+
+class GroupChange(msgspec.Struct, frozen=True, kw_only=True):
+    group: int
+    op: str
+    accounts: list[int]
+    epoch: int
+    actor: int
+
+
+class SecurityCodeChanged(msgspec.Struct, frozen=True, kw_only=True):
+    """An account's devices changed. ``warning``: the account had a verified device."""
+
+    account: int
+    device: int
+    kind: str
+    warning: bool
+    reason: str = ""
+
+
+class VerificationUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """A SAS verification moved on: ``keys_exchanged`` means show :attr:`emoji`."""
+
+    transaction_id: str
+    account: int
+    device: int
+    state: str
+    emoji: list[tuple[str, str]] = []
+    decimals: tuple[int, int, int] | None = None
+    cancel_code: str = ""
+
+
+Event = Message | Undecryptable | Receipt | GroupChange | SecurityCodeChanged | VerificationUpdate
+
+
+class _GroupView(msgspec.Struct):
+    members: list[int]
+    fresh: bool = True
+
+
+class SecureDevice:
+    def __init__(
+        self,
+        device: AsyncDevice,
+        machine: CryptoMachine,
+        *,
+        clock: Callable[[], float] = time.time,
+        otk_target: int = OTK_TARGET,
+    ) -> None:
+        self.device = device
+        self.machine = machine
+        self.clock = clock
+        self.otk_target = otk_target
+        self.lock = asyncio.Lock()
+        self.events: deque[Event] = deque()
+        #: current devices per account as the relay reported them (with or without keys)
+        self.relay_devices: dict[int, list[int]] = {}
+        self.groups: dict[int, _GroupView] = {}
+        self.verifications: dict[str, SasVerification] = {}
+        self.notices: asyncio.Queue[Any] = asyncio.Queue()
+        self._watcher: asyncio.Task[None] | None = None
+
+    @classmethod
+    def open(
+        cls,
+        device: AsyncDevice,
+        store_path: str | Path,
+        *,
+        passphrase: str | None = None,
+        key: bytes | None = None,
+        key_file: str | Path | None = None,
+        **options: Any,
+    ) -> SecureDevice:
+        """Open (or create) the device's crypto store with exactly one of the three secrets."""
+        if sum(x is not None for x in (passphrase, key, key_file)) != 1:
+            raise ValueError("give exactly one of passphrase, key or key_file")
+        if passphrase is not None:
+            store = CryptoStore.open_with_passphrase(store_path, passphrase)
+        else:
+            store = CryptoStore.open_with_key(
+                store_path, key if key is not None else read_key_file(str(key_file))
+            )
+        machine = CryptoMachine(str(device.account_id), str(device.device_id), store)
+        return cls(device, machine, **options)
+
+    @property
+    def account_id(self) -> int:
+        return self.device.account_id
+
+    @property
+    def device_id(self) -> int:
+        return self.device.device_id
+
+    @property
+    def identity(self) -> DeviceIdentity:
+        return self.machine.own
+
+    # ------------------------------------------------------------ lifecycle and keys
+
+    async def start(self) -> None:
+        """Connect, publish keys (first start) or top them up, and watch for ``keys_low``."""
+        if self.device.conn is None:
+            await self.device.connect()
+        await self.top_up()
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch_notices(), name="tresen-keys")
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watcher
+        await self.device.close()
+        if self.machine.store is not None:
+            self.machine.store.close()
+
+    async def __aenter__(self) -> SecureDevice:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def top_up(self) -> dict[str, Any]:
+        """Upload what is missing: device keys, one-time keys up to the target, a fallback key."""
+        async with self.lock:
+            counts: dict[str, Any] = await self.device.api.request("GET", "/v1/keys/count")
+            held = int(counts["one_time_key_counts"].get(OTK_ALGORITHM, 0))
+            fallback = OTK_ALGORITHM not in counts.get("unused_fallback_key_types", [])
+            body = self.machine.upload_body(max(0, self.otk_target - held), fallback=fallback)
+            self.machine.save()
+            if body:
+                counts = await self.device.api.upload_keys(**body)
+                self.machine.uploaded()
+                self.machine.save()
+                log.info(
+                    "published keys: %d one-time keys%s",
+                    len(body.get("one_time_keys", {})),
+                    ", a fallback key" if "fallback_keys" in body else "",
+                )
+            return counts
+
+    async def _watch_notices(self) -> None:
+        conn = self.device.conn
+        assert conn is not None
+        while not conn.closed:
+            notice = await conn.notices.get()
+            if isinstance(notice, KeysLow):
+                try:
+                    await self.top_up()
+                except Exception as exc:  # keep watching: the next keys_low retries
+                    log.warning("topping up one-time keys failed: %s", exc)
+            else:
+                self.notices.put_nowait(notice)
+
+    # ------------------------------------------------------------ device lists
+
+    async def refresh_devices(self, accounts: Iterable[int]) -> None:
+        """Fetch the device keys of ``accounts`` and record any change as an event."""
+        wanted = sorted(set(accounts))
+        if not wanted:
+            return
+        result = await self.device.api.query_keys({str(a): [] for a in wanted})
+        for user, served in result.get("device_keys", {}).items():
+            for change in self.machine.devices.update(user, served):
+                self.events.append(_security_change(change))
+
+    async def _known(self, accounts: Iterable[int]) -> None:
+        await self.refresh_devices(a for a in accounts if not self.machine.devices.known(str(a)))
+
+    def _learn(self, exc: DeviceListMismatch) -> list[int]:
+        changed = []
+        for account, devices in exc.fields.get("devices", {}).items():
+            self.relay_devices[int(account)] = [int(d) for d in devices]
+            changed.append(int(account))
+        return changed
+
+    def _targets(self, accounts: Iterable[int]) -> dict[int, DeviceIdentity | None]:
+        """Every device of ``accounts`` but this one: its keys, or None if it published none."""
+        targets: dict[int, DeviceIdentity | None] = {}
+        for account in accounts:
+            for identity in self.machine.devices.usable(str(account)):
+                targets[int(identity.device_id)] = identity
+            for device in self.relay_devices.get(account, []):
+                targets.setdefault(device, None)
+        targets.pop(self.device_id, None)
+        return targets
+
+    async def _ensure_sessions(self, devices: Iterable[DeviceIdentity]) -> None:
+        missing = [d for d in devices if not self.machine.olm.has_session(d.curve25519)]
+        if not missing:
+            return
+        wanted: dict[str, dict[str, str]] = {}
+        for d in missing:
+            wanted.setdefault(d.user_id, {})[d.device_id] = OTK_ALGORITHM
+        claimed = (await self.device.api.claim_keys(wanted)).get("one_time_keys", {})
+        for d in missing:
+            keys = claimed.get(d.user_id, {}).get(d.device_id) or {}
+            if not keys:
+                log.warning("device %s/%s has no one-time key left", d.user_id, d.device_id)
+                continue
+            key_id, key = next(iter(keys.items()))
+            try:
+                self.machine.start_session(d, key_id, key)
+            except CryptoError as exc:
+                self.events.append(
+                    SecurityCodeChanged(
+                        account=int(d.user_id),
+                        device=int(d.device_id),
+                        kind="invalid_keys",
+                        warning=True,
+                        reason=exc.message,
+                    )
+                )
+
+    # ------------------------------------------------------------ sending
+
+    async def send(
+        self,
+        to: int,
+        content: dict[str, Any] | str,
+        *,
+        type: str = MESSAGE,
+        id: str | None = None,
+    ) -> str:
+        """Send to every device of ``to`` and our other devices; returns the envelope id."""
+        if isinstance(content, str):
+            content = {"msgtype": "m.text", "body": content}
+        body = content
+
+        def events(device: DeviceIdentity) -> list[EncryptedEvent]:
+            return [self.machine.encrypt_olm(device, type, body, to=str(to))]
+
+        return await self._send_olm(to, events, id)
+
+    async def _send_olm(
+        self,
+        to: int,
+        make: Callable[[DeviceIdentity], list[EncryptedEvent]],
+        id: str | None,
+    ) -> str:
+        conn = self.device._live()
+        envelope_id = id or new_envelope_id()
+        accounts = {to, self.account_id}
+        for _ in range(SEND_ATTEMPTS):
+            async with self.lock:
+                await self._known(accounts)
+                targets = self._targets(accounts)
+                await self._ensure_sessions(d for d in targets.values() if d is not None)
+                payloads = {}
+                for device, identity in targets.items():
+                    usable = identity is not None and self.machine.olm.has_session(
+                        identity.curve25519
+                    )
+                    events = make(identity) if identity is not None and usable else []
+                    payloads[device] = encode_envelope(events)
+                self.machine.save()
+            try:
+                await conn.send(to, payloads, id=envelope_id)
+                return envelope_id
+            except DeviceListMismatch as exc:
+                changed = self._learn(exc)
+                async with self.lock:
+                    await self.refresh_devices(changed)
+        raise Unavailable(f"the device list of account {to} kept changing; try again")
+
+    async def _group_members(self, group_id: int) -> list[int]:
+        view = self.groups.get(group_id)
+        if view is None or not view.fresh:
+            group = await self.device.api.request("GET", f"/v1/groups/{group_id}")
+            view = _GroupView([m["account_id"] for m in group["members"]])
+            self.groups[group_id] = view
+        return view.members
+
+    async def send_group(
+        self,
+        group_id: int,
+        content: dict[str, Any] | str,
+        *,
+        type: str = MESSAGE,
+        id: str | None = None,
+    ) -> str:
+        """Encrypt once with the group's Megolm session; share its key where it is missing."""
+        if isinstance(content, str):
+            content = {"msgtype": "m.text", "body": content}
+        self.device._live()
+        envelope_id = id or new_envelope_id()
+        room = room_id(group_id)
+        for _ in range(SEND_ATTEMPTS):
+            async with self.lock:
+                members = await self._group_members(group_id)
+                await self._known(members)
+                targets = self._targets(members)
+                identities = [d for d in targets.values() if d is not None]
+                await self._ensure_sessions(identities)
+                epoch = hashlib.sha256(repr(sorted(members)).encode()).hexdigest()[:16]
+                outbound = self.machine.outbound_group(room, self.clock(), epoch)
+                current = {f"{d.user_id}|{d.device_id}": d.curve25519 for d in identities}
+                if any(current.get(k) != v for k, v in outbound.shared_with.items()):
+                    # a device that had the key is gone (or changed): nobody new may read on
+                    self.machine.groups.outbound.pop(room, None)
+                    outbound = self.machine.outbound_group(room, self.clock(), epoch)
+                needs = [
+                    d
+                    for d in identities
+                    if f"{d.user_id}|{d.device_id}" not in outbound.shared_with
+                    and self.machine.olm.has_session(d.curve25519)
+                ]
+                # the shared key starts at the current index: share first, then encrypt
+                shares = {int(d.device_id): self.machine.room_key_event(d, outbound) for d in needs}
+                event = self.machine.encrypt_megolm(outbound, type, content)
+                self.machine.save()
+            try:
+                await self._send_group_frames(group_id, envelope_id, event, shares, list(targets))
+            except DeviceListMismatch as exc:
+                changed = self._learn(exc)
+                async with self.lock:
+                    self.groups.pop(group_id, None)
+                    await self.refresh_devices(changed)
+                continue
+            async with self.lock:
+                self.machine.mark_shared(outbound, needs)
+                self.machine.save()
+            return envelope_id
+        raise Unavailable(f"the members of group {group_id} kept changing; try again")
+
+    async def _send_group_frames(
+        self,
+        group_id: int,
+        envelope_id: str,
+        event: EncryptedEvent,
+        shares: dict[int, EncryptedEvent],
+        devices: list[int],
+    ) -> None:
+        conn = self.device._live()
+        body = encode_envelope([event])
+        combined = {d: encode_envelope([share, event]) for d, share in shares.items()}
+        if sum(len(p) for p in combined.values()) <= KEY_SHARE_BUDGET:
+            await conn.send_group(
+                group_id, body, payloads=combined, devices=devices, id=envelope_id
+            )
+            return
+        # too many shares for one frame: send them ahead (the others get an empty envelope)
+        empty = encode_envelope([])
+        chunk: dict[int, bytes] = {}
+        size = 0
+        for n, (device, share) in enumerate(shares.items()):
+            payload = encode_envelope([share])
+            chunk[device] = payload
+            size += len(payload)
+            if size > KEY_SHARE_BUDGET or n == len(shares) - 1:
+                await conn.send_group(
+                    group_id, empty, payloads=chunk, devices=devices, id=f"{envelope_id}.k{n}"
+                )
+                chunk, size = {}, 0
+        await conn.send_group(group_id, body, devices=devices, id=envelope_id)
+
+    # ------------------------------------------------------------ receiving
+
+    async def recv(self, timeout: float | None = 10.0) -> Event:
+        """The next event: a message, an undecryptable item, a receipt or a notice."""
+        async with asyncio.timeout(timeout):
+            while not self.events:
+                item = await self.device._live().recv(None)
+                await self.handle(item)
+            return self.events.popleft()
+
+    async def handle(self, item: Item) -> None:
+        match item.kind:
+            case "message":
+                async with self.lock:
+                    await self._decrypt_item(item)
+                    self.machine.save()
+            case "group":
+                self._on_group_notice(item)
+            case "delivered" | "read" | "expired":
+                self.events.append(
+                    Receipt(
+                        kind=item.kind,
+                        id=item.id,
+                        account=item.sender,
+                        device=item.sender_device,
+                        ts=item.ts,
+                    )
+                )
+
+    def _on_group_notice(self, item: Item) -> None:
+        try:
+            notice = msgspec.json.decode(item.body)
+            op, epoch = str(notice["op"]), int(notice["epoch"])
+            accounts = [int(a) for a in notice.get("accounts", [])]
+        except (msgspec.DecodeError, KeyError, TypeError, ValueError):
+            log.warning("ignoring a malformed group notice %s", item.id)
+            return
+        if op in MEMBERSHIP_OPS and item.group in self.groups:
+            self.groups[item.group].fresh = False
+        self.events.append(
+            GroupChange(group=item.group, op=op, accounts=accounts, epoch=epoch, actor=item.sender)
+        )
+
+    async def _decrypt_item(self, item: Item) -> None:
+        def failed(exc: CryptoError) -> Undecryptable:
+            return Undecryptable(
+                id=item.id,
+                sender=item.sender,
+                sender_device=item.sender_device,
+                ts=item.ts,
+                group=item.group,
+                reason=str(exc.fields.get("reason", exc.code)),
+                message=exc.message,
+            )
+
+        try:
+            envelope = decode_envelope(item.body)
+            sender = self.machine.devices.get(str(item.sender), str(item.sender_device))
+            if sender is None and envelope.events:
+                await self.refresh_devices([item.sender])
+                sender = self.machine.devices.get(str(item.sender), str(item.sender_device))
+            if envelope.events and (sender is None or sender.blocked):
+                raise CryptoError(
+                    "the sending device has no valid published keys", reason="unknown_device"
+                )
+            for event in envelope.events:
+                assert sender is not None
+                self._decrypt_event(item, event, sender.identity, sender.verified)
+        except CryptoError as exc:
+            self.events.append(failed(exc))
+
+    def _decrypt_event(
+        self, item: Item, event: EncryptedEvent, sender: DeviceIdentity, verified: bool
+    ) -> None:
+        if algorithm_of(event) == OLM_ALGORITHM:
+            decrypted = self.machine.decrypt_olm(sender, event.content)
+            if decrypted.type in (ROOM_KEY, DUMMY):
+                return
+            if decrypted.type.startswith(PREFIX):
+                self._on_verification(sender, decrypted.type, decrypted.content)
+                return
+            to = str(decrypted.event.get("to", ""))
+            if item.sender != self.account_id and to != str(self.account_id):
+                raise CryptoError("the message was addressed to another chat", reason="wrong_chat")
+            if not to.isdigit():
+                raise CryptoError("a message without its chat", reason="wrong_chat")
+            conversation = int(to) if item.sender == self.account_id else item.sender
+            self.events.append(
+                Message(
+                    id=item.id,
+                    sender=item.sender,
+                    sender_device=item.sender_device,
+                    ts=item.ts,
+                    type=decrypted.type,
+                    content=decrypted.content,
+                    conversation=conversation,
+                    verified=verified,
+                )
+            )
+            return
+        if not item.group:
+            raise CryptoError("a group message outside a group", reason="not_a_group")
+        _, event_type, content = self.machine.decrypt_megolm(
+            room_id(item.group), event.content, sender, item.id
+        )
+        self.events.append(
+            Message(
+                id=item.id,
+                sender=item.sender,
+                sender_device=item.sender_device,
+                ts=item.ts,
+                type=event_type,
+                content=content,
+                group=item.group,
+                conversation=item.group,
+                verified=verified,
+            )
+        )
+
+    # ------------------------------------------------------------ verification
+
+    async def verify(self, account: int, device: int) -> SasVerification:
+        """Start SAS with another device; watch :meth:`recv` for :class:`VerificationUpdate`."""
+        async with self.lock:
+            await self._known([account])
+            tracked = self.machine.devices.get(str(account), str(device))
+        if tracked is None:
+            raise CryptoError(
+                f"device {account}/{device} has no published keys", reason="unknown_device"
+            )
+        sas = SasVerification(self.machine.own, tracked.identity)
+        self.verifications[sas.transaction_id] = sas
+        await self._send_verification(sas, sas.start())
+        return sas
+
+    async def confirm(self, sas: SasVerification) -> None:
+        """The person compared the emoji (or numbers) and they match."""
+        await self._send_verification(sas, sas.confirm())
+        self._settle(sas)
+
+    async def cancel(self, sas: SasVerification) -> None:
+        await self._send_verification(sas, sas.cancel())
+
+    def _on_verification(
+        self, sender: DeviceIdentity, event_type: str, content: dict[str, Any]
+    ) -> None:
+        transaction = str(content.get("transaction_id", ""))
+        sas = self.verifications.get(transaction)
+        if event_type == PREFIX + "start" and sas is None:
+            sas, out = SasVerification.from_start(self.machine.own, sender, content)
+            self.verifications[transaction] = sas
+        elif sas is None or sas.other != sender:
+            return
+        else:
+            out = sas.receive(event_type, content)
+        self._spawn_send(sas, out)
+        self._settle(sas)
+
+    def _settle(self, sas: SasVerification) -> None:
+        other = sas.other
+        if sas.verified:
+            self.machine.devices.set_verified(other.user_id, other.device_id)
+        ready = sas.established is not None and sas.state != "cancelled"
+        self.events.append(
+            VerificationUpdate(
+                transaction_id=sas.transaction_id,
+                account=int(other.user_id),
+                device=int(other.device_id),
+                state="verified" if sas.verified else sas.state,
+                emoji=sas.emoji() if ready else [],
+                decimals=sas.decimals() if ready else None,
+                cancel_code=sas.cancel_code,
+            )
+        )
+
+    def _spawn_send(self, sas: SasVerification, out: list[tuple[str, dict[str, Any]]]) -> None:
+        if out:
+            task = asyncio.ensure_future(self._send_verification(sas, out))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _send_verification(
+        self, sas: SasVerification, out: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        target = sas.other
+
+        def events(device: DeviceIdentity) -> list[EncryptedEvent]:
+            if device != target:
+                return []
+            return [self.machine.encrypt_olm(device, t, c) for t, c in out]
+
+        if out:
+            await self._send_olm(int(target.user_id), events, None)
+
+    def is_verified(self, account: int, device: int) -> bool:
+        tracked = self.machine.devices.get(str(account), str(device))
+        return tracked is not None and tracked.verified
+
+
+def _security_change(change: DeviceChange) -> SecurityCodeChanged:
+    return SecurityCodeChanged(
+        account=int(change.user_id),
+        device=int(change.device_id),
+        kind=change.kind,
+        warning=change.warning,
+        reason=change.reason,
+    )
