@@ -81,6 +81,24 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     #: an upload not finished within this time is dropped with its bytes
     media_upload_ttl_seconds: int = 86_400
     media_purge_interval_seconds: float = 60.0
+    # business policy: limits, quality, metering (docs/business-rules.md)
+    #: messages a second one business may send (Cloud API default 80; at most the maximum)
+    business_throughput_per_second: int = 80
+    business_max_throughput_per_second: int = 1_000
+    #: messages to one person from one business: a sustained rate and a burst (131056)
+    business_pair_per_second: float = 1 / 6
+    business_pair_burst: int = 45
+    #: messaging-limit tiers (unique people reached outside the window per 24 h); unlimited after
+    business_tier_limits: tuple[int, ...] = (250, 2_000, 10_000, 100_000)
+    #: what a business may owe beyond its prepaid balance unless the operator sets its own
+    business_credit_limit_minor: int = 0
+    #: how often the policy writes windows, sends and deliveries (batched, off the hot path)
+    policy_flush_seconds: float = 0.5
+    #: how often quality ratings, tiers and template pauses are re-evaluated
+    quality_interval_seconds: float = 300.0
+    quality_window_days: int = 7
+    quality_min_sends: int = 50
+
 
 
 _FIELDS = {f.name: f.type for f in msgspec.structs.fields(Settings)}

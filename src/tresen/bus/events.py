@@ -50,7 +50,34 @@ class KeysLowEvent(Event, tag="keys_low"):
     count: int
 
 
-BusEvent = Items | DeviceRevoked | DevicesChanged | TypingEvent | PresenceEvent | KeysLowEvent
+class PolicyChanged(Event, tag="policy"):
+    """A business-policy fact changed (topic ``relay``): policy gates update their memory.
+
+    ``what``: ``business`` (``a`` became a business), ``block`` / ``unblock`` (``a`` blocked
+    ``b``), ``consent`` (person ``b`` towards business ``a``: ``category``, ``on``), ``entry``
+    (``b`` entered ``a``'s chat from a link until ``until``), ``template`` (a template of ``a``
+    changed: reload), ``standing`` (``a``'s tier, quality, throughput or balance: reload),
+    ``rates`` (the rate card was replaced).
+    """
+
+    what: str
+    a: int = 0
+    b: int = 0
+    category: str = ""
+    on: bool = True
+    until: int = 0
+    source: str = ""
+
+
+BusEvent = (
+    Items
+    | DeviceRevoked
+    | DevicesChanged
+    | TypingEvent
+    | PresenceEvent
+    | KeysLowEvent
+    | PolicyChanged
+)
 
 __all__ = [
     "BusEvent",
@@ -59,6 +86,7 @@ __all__ = [
     "Event",
     "Items",
     "KeysLowEvent",
+    "PolicyChanged",
     "PresenceEvent",
     "TypingEvent",
 ]

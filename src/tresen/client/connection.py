@@ -27,6 +27,7 @@ from tresen.protocol.codec import Codec, client_codec
 from tresen.protocol.frames import (
     PROTOCOL_VERSION,
     Ack,
+    BizMeta,
     ClientFrame,
     Deliver,
     Error,
@@ -250,9 +251,20 @@ class Connection:
         await self._send(frame)
         return await future
 
-    async def send(self, to: int, payloads: dict[int, bytes], *, id: str | None = None) -> str:
-        """Send one envelope (a ciphertext per device); returns its id once stored."""
-        frame = Send(id=id or new_envelope_id(), to=to, payloads=payloads)
+    async def send(
+        self,
+        to: int,
+        payloads: dict[int, bytes],
+        *,
+        id: str | None = None,
+        biz: BizMeta | None = None,
+    ) -> str:
+        """Send one envelope (a ciphertext per device); returns its id once stored.
+
+        A business account marks its envelopes with ``biz`` (service reply or template, see
+        docs/business-rules.md); people never set it.
+        """
+        frame = Send(id=id or new_envelope_id(), to=to, payloads=payloads, biz=biz)
         await self._request(frame)
         return frame.id
 

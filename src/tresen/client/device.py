@@ -13,7 +13,7 @@ from tresen.client import media
 from tresen.client.api import RelayAPI
 from tresen.client.connection import Connection, new_envelope_id
 from tresen.errors import DeviceListMismatch, Unavailable
-from tresen.protocol.frames import Item
+from tresen.protocol.frames import BizMeta, Item
 
 
 class Credentials(msgspec.Struct):
@@ -94,6 +94,7 @@ class AsyncDevice:
         *,
         id: str | None = None,
         attempts: int = 3,
+        biz: BizMeta | None = None,
     ) -> str:
         """Send to every current device of ``to`` (and our own other devices).
 
@@ -108,7 +109,7 @@ class AsyncDevice:
             targets.discard(self.device_id)
             try:
                 return await self._live().send(
-                    to, {d: encrypt(d) for d in sorted(targets)}, id=envelope_id
+                    to, {d: encrypt(d) for d in sorted(targets)}, id=envelope_id, biz=biz
                 )
             except DeviceListMismatch as exc:
                 for account, devices in exc.fields.get("devices", {}).items():

@@ -22,7 +22,8 @@ SUBPROTOCOLS = {
 }
 
 #: Kinds of queue item. ``message`` carries ciphertext; the others are relay notices.
-ItemKind = Literal["message", "delivered", "read", "expired", "group"]
+#: ``notice`` carries a JSON relay notice, e.g. a business's first contact (docs/protocol.md).
+ItemKind = Literal["message", "delivered", "read", "expired", "group", "notice"]
 
 
 class Frame(msgspec.Struct, tag_field="t", forbid_unknown_fields=False, omit_defaults=True):
@@ -38,6 +39,20 @@ class Hello(Frame, tag="hello"):
     agent: str = ""
 
 
+class BizMeta(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The cleartext a business's envelope carries for the relay's policy and billing.
+
+    ``kind`` is ``service`` (a free-form reply, category ``SERVICE``) or ``template`` (an
+    approved template named by ``template`` and ``language``, with its ``category``). Nothing of
+    the message itself: the parameters travel inside the ciphertext.
+    """
+
+    kind: Literal["service", "template"] = "service"
+    category: Literal["SERVICE", "MARKETING", "UTILITY", "AUTHENTICATION"] = "SERVICE"
+    template: str = ""
+    language: str = ""
+
+
 class Send(Frame, tag="send"):
     """One envelope to an account: one ciphertext per recipient device and per own other device.
 
@@ -49,6 +64,8 @@ class Send(Frame, tag="send"):
     id: str
     to: int
     payloads: dict[int, bytes]
+    #: set by business accounts only (a business's send without it is a ``service`` message)
+    biz: BizMeta | None = None
 
 
 class SendGroup(Frame, tag="gsend"):
@@ -181,6 +198,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SUBPROTOCOLS",
     "Ack",
+    "BizMeta",
     "ClientFrame",
     "Deliver",
     "Error",

@@ -40,6 +40,7 @@ from tresen.relay.keys.service import KeyService
 from tresen.relay.media.api import router as media_router
 from tresen.relay.media.blobs import FileBlobStore, default_media_dir
 from tresen.relay.media.service import MediaService
+from tresen.relay.policy import routes as policy_routes
 from tresen.relay.presence.service import PresenceService
 from tresen.relay.services import Services
 from tresen.relay.transport.http import EXCEPTION_HANDLERS
@@ -85,12 +86,15 @@ async def build_services(
     accounts = AccountService(db, bus, settings, clock, sender, directory)
     keys = KeyService(db, bus, settings)
     groups = GroupService(db, settings, clock, writer, directory)
-    envelopes = EnvelopeService(db, settings, clock, writer, directory, groups)
+    policy = policy_routes.build_gate(db, bus, settings, clock, writer, directory)
+    envelopes = EnvelopeService(db, settings, clock, writer, directory, groups, policy)
     presence = PresenceService(bus, clock, accounts, directory, groups)
     blobs = FileBlobStore(settings.media_dir or default_media_dir(settings.db))
     media = MediaService(db, settings, clock, blobs, directory)
     admins = AdminService(db, clock)
     business = BusinessService(db, settings, clock)
+    rules = policy_routes.build_policy(policy, db, settings, clock, business)
+    await rules.start()
     writer.start()
     envelopes.start()
     media.start()
@@ -111,10 +115,17 @@ async def build_services(
         business_review=BusinessReviewService(business),
         business_tools=BusinessToolsService(business),
         media=media,
+        policy=policy,
+        consent=rules.consent,
+        templates=rules.templates,
+        billing=rules.billing,
+        quality=rules.quality,
     )
 
 
 async def close_services(services: Services) -> None:
+    await services.quality.close()
+    await services.policy.close()
     await services.media.close()
     await services.envelopes.close()
     await services.writer.close()
@@ -210,6 +221,14 @@ class RelayApp:
                 path="/",
                 route_handlers=business_routes.ROUTERS,
                 dependencies={name: provider(name) for name in business_routes.SERVICES},
+            )
+        )
+        # consent, blocks, reports, templates, limits, billing (issue 4 part B)
+        http.register(
+            Router(
+                path="/",
+                route_handlers=policy_routes.ROUTERS,
+                dependencies={name: provider(name) for name in policy_routes.SERVICES},
             )
         )
         return http

@@ -26,6 +26,7 @@ from tresen.relay.accounts.service import DeviceDirectory
 from tresen.relay.clock import Clock
 from tresen.relay.envelopes import store
 from tresen.relay.envelopes.writer import NewItem, WriteOp, Writer
+from tresen.relay.policy.hook import OPEN, EnvelopePolicy
 from tresen.storage.engine import Database, Txn
 
 log = logging.getLogger("tresen.envelopes")
@@ -48,11 +49,13 @@ class EnvelopeService:
         writer: Writer,
         directory: DeviceDirectory,
         members: Members,
+        policy: EnvelopePolicy = OPEN,
     ) -> None:
         self.db, self.settings, self.clock = db, settings, clock
         self.writer = writer
         self.directory = directory
         self.members = members
+        self.policy = policy
         #: queue depth per device, loaded on first use and kept by this node
         self.depth: dict[int, int] = {}
         self.purger: asyncio.Task[None] | None = None
@@ -118,6 +121,7 @@ class EnvelopeService:
             )
         self._check_size(frame.id, frame.payloads.values())
         await self._check_room(frame.payloads)
+        await self.policy.check_envelope(who.account_id, frame.to, frame.biz, frame.id)
         items = [
             NewItem(device, "message", frame.id, who.account_id, who.device_id, body)
             for device, body in frame.payloads.items()
@@ -127,6 +131,7 @@ class EnvelopeService:
     async def check_group_send(self, who: Principal, frame: SendGroup) -> WriteOp:
         """Validate a group send: one body fanned out to every member device but the sender."""
         self._check_id(frame.id)
+        self.policy.check_group_send(who.account_id)
         accounts = await self.members.access_member_accounts(who.account_id, frame.group)
         devices: list[int] = []
         for account in accounts:
@@ -169,6 +174,7 @@ class EnvelopeService:
 
     async def check_ack(self, who: Principal, acked: list[Item]) -> WriteOp:
         """Delete what the device acknowledged; tell senders their messages were delivered."""
+        self.policy.on_delivered(who.account_id, acked)
         self._count([who.device_id], -len(acked))
         receipts: list[NewItem] = []
         senders: dict[int, tuple[int, ...]] = {}

@@ -1,0 +1,1 @@
+"""Metering and billing: the rate card, usage, invoices, balances."""

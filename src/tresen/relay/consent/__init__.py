@@ -1,0 +1,1 @@
+"""Consent, blocks, reports and chat entry points: what people decide about who may reach them."""

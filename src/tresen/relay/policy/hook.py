@@ -1,0 +1,46 @@
+"""What the envelope service calls per envelope: the policy hook's contract.
+
+Kept apart from :mod:`tresen.relay.policy.gate` so the envelope service depends on this small
+protocol only; :data:`OPEN` lets everything through (a relay assembled without the policy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from tresen.protocol.frames import BizMeta, Item
+
+
+class EnvelopePolicy(Protocol):
+    async def check_envelope(
+        self, sender: int, recipient: int, biz: BizMeta | None, envelope_id: str
+    ) -> None:
+        """Raise a TresenError if the policy refuses this 1:1 envelope."""
+        ...
+
+    def check_group_send(self, sender: int) -> None:
+        """Raise a TresenError if ``sender`` may not send to groups."""
+        ...
+
+    def on_delivered(self, account: int, acked: Iterable[Item]) -> None:
+        """``account``'s device acknowledged ``acked``: meter what needs metering."""
+        ...
+
+
+class OpenPolicy:
+    async def check_envelope(
+        self, sender: int, recipient: int, biz: BizMeta | None, envelope_id: str
+    ) -> None:
+        return None
+
+    def check_group_send(self, sender: int) -> None:
+        return None
+
+    def on_delivered(self, account: int, acked: Iterable[Item]) -> None:
+        return None
+
+
+OPEN = OpenPolicy()
+
+__all__ = ["OPEN", "EnvelopePolicy", "OpenPolicy"]

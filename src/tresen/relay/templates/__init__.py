@@ -1,0 +1,1 @@
+"""Message templates: created by businesses, reviewed by the operator, paused by quality."""
