@@ -65,6 +65,10 @@ class Profile(msgspec.Struct, omit_defaults=True):
     about: str = ""
     photo: str | None = None
     username: str | None = None
+    #: the account is a business (its profile: GET /v1/business/{account_id})
+    business: bool = False
+    #: the business carries the operator's verified badge
+    verified: bool = False
 
 
 class Me(msgspec.Struct):

@@ -176,9 +176,13 @@ async def get_me(txn: Txn, account_id: int, device_id: int) -> Me | None:
 
 async def get_profile(txn: Txn, account_id: int) -> Profile | None:
     row = await txn.fetchone(
-        "SELECT id, display_name, about, photo, username FROM accounts WHERE id = ?", account_id
+        "SELECT a.id, a.display_name, a.about, a.photo, a.username, b.verified FROM accounts a "
+        "LEFT JOIN businesses b ON b.account_id = a.id WHERE a.id = ?",
+        account_id,
     )
-    return Profile(int(row[0]), row[1], row[2], row[3], row[4]) if row else None
+    if row is None:
+        return None
+    return Profile(int(row[0]), row[1], row[2], row[3], row[4], row[5] is not None, bool(row[5]))
 
 
 async def update_account(txn: Txn, account_id: int, column: str, value: object) -> None:

@@ -100,7 +100,7 @@ class BusinessReviewService:
                 raise Conflict(
                     f"the latest application is {latest[5]}, not {from_status}",
                     code=Code.ALREADY_REVIEWED,
-                    status=latest[5],
+                    current=latest[5],
                 )
             if (
                 to_status == "approved"
@@ -230,7 +230,7 @@ class BusinessReviewService:
                 raise Conflict(
                     f"the display name is {record.display_name_status}, not pending",
                     code=Code.ALREADY_REVIEWED,
-                    status=record.display_name_status,
+                    current=record.display_name_status,
                 )
             await store.update_business(
                 txn,
