@@ -95,8 +95,6 @@ async def build_services(
     business = BusinessService(db, settings, clock)
     rules = policy_routes.build_policy(policy, db, settings, clock, business)
     await rules.start()
-    admins = AdminService(db, clock)
-    business = BusinessService(db, settings, clock)
     writer.start()
     envelopes.start()
     media.start()
@@ -217,15 +215,6 @@ class RelayApp:
             ),
             debug=False,
         )
-        # business accounts and the operator (issue 4): routers with their own services
-        http.register(
-            Router(
-                path="/",
-                route_handlers=business_routes.ROUTERS,
-                dependencies={name: provider(name) for name in business_routes.SERVICES},
-            )
-        )
-        return http
         # business accounts and the operator (issue 4): routers with their own services
         http.register(
             Router(

@@ -12,10 +12,6 @@ from tresen.relay.billing.service import BillingService
 from tresen.relay.business.review import BusinessReviewService
 from tresen.relay.business.service import BusinessService
 from tresen.relay.business.tools import BusinessToolsService
-from tresen.relay.admin.service import AdminService
-from tresen.relay.business.review import BusinessReviewService
-from tresen.relay.business.service import BusinessService
-from tresen.relay.business.tools import BusinessToolsService
 from tresen.relay.clock import Clock
 from tresen.relay.consent.service import ConsentService
 from tresen.relay.envelopes.service import EnvelopeService
