@@ -43,9 +43,10 @@ class MegolmContent(msgspec.Struct, frozen=True, omit_defaults=True):
     """``m.room.encrypted`` content for ``m.megolm.v1.aes-sha2``."""
 
     algorithm: str
-    sender_key: str
     session_id: str
     ciphertext: str
+    #: deprecated in Matrix 1.3 and left out by newer senders: the relay's sender is used then
+    sender_key: str = ""
     device_id: str = ""
 
 

@@ -163,16 +163,14 @@ class CryptoMachine:
             megolm = msgspec.convert(content, MegolmContent)
         except msgspec.ValidationError as exc:
             raise undecryptable("malformed_event", f"bad Megolm event: {exc}") from exc
-        if megolm.sender_key != sender.curve25519 or megolm.device_id not in (
+        if megolm.sender_key not in ("", sender.curve25519) or megolm.device_id not in (
             "",
             sender.device_id,
         ):
             raise undecryptable(
                 "sender_mismatch", "the group message names another device than its sender"
             )
-        group, event_type, event_content = self.groups.decrypt(
-            room_id, megolm, sender.user_id, envelope_id
-        )
+        group, event_type, event_content = self.groups.decrypt(room_id, megolm, sender, envelope_id)
         if group.sender_device != sender.device_id or group.signing_key != sender.ed25519:
             raise undecryptable("sender_mismatch", "the group session was shared by another device")
         return group, event_type, event_content

@@ -121,9 +121,9 @@ class GroupSessions:
         self.dirty_outbound.add(group.room_id)
         return MegolmContent(
             algorithm=MEGOLM_ALGORITHM,
-            sender_key=self.own.curve25519,
             session_id=group.session.session_id,
             ciphertext=message.to_base64(),
+            sender_key=self.own.curve25519,
             device_id=self.own.device_id,
         )
 
@@ -153,18 +153,19 @@ class GroupSessions:
         return True
 
     def decrypt(
-        self, room_id: str, content: MegolmContent, sender: str, envelope_id: str
+        self, room_id: str, content: MegolmContent, sender: DeviceIdentity, envelope_id: str
     ) -> tuple[InboundGroup, str, dict[str, Any]]:
-        group = self.inbound.get(inbound_id(room_id, content.sender_key, content.session_id))
+        """Decrypt a message the relay says ``sender`` sent (its keys, not the event's claims,
+        pick the session)."""
+        name = inbound_id(room_id, sender.curve25519, content.session_id)
+        group = self.inbound.get(name)
         if group is None:
             raise undecryptable(
                 "unknown_session",
                 "no key for this group session: it was not shared with this device "
                 "(e.g. a message from before this device joined)",
             )
-        if group.sender != sender or (
-            content.device_id and content.device_id != group.sender_device
-        ):
+        if group.sender != sender.user_id or group.sender_device != sender.device_id:
             raise undecryptable(
                 "sender_mismatch",
                 "the group message comes from another sender than the one who shared its key",
@@ -186,6 +187,6 @@ class GroupSessions:
                 message_index=index,
             )
         group.seen[index] = envelope_id
-        self.dirty_inbound.add(inbound_id(room_id, content.sender_key, content.session_id))
+        self.dirty_inbound.add(name)
         event_type, event_content = check_megolm_plaintext(decrypted.plaintext, room_id)
         return group, event_type, event_content
