@@ -166,10 +166,14 @@ def relay_settings() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def relay(db_url: str, relay_settings: dict[str, Any]) -> AsyncIterator[Harness]:
+async def relay(
+    db_url: str, relay_settings: dict[str, Any], tmp_path: Any
+) -> AsyncIterator[Harness]:
     sender = CapturingSender()
     clock = Clock()
-    server = RelayServer(test_settings(db_url, **relay_settings), clock=clock, code_sender=sender)
+    # media blobs in the test's own folder (on PostgreSQL the default is ./tresen-data/media)
+    settings = test_settings(db_url, **{"media_dir": str(tmp_path / "media"), **relay_settings})
+    server = RelayServer(settings, clock=clock, code_sender=sender)
     await server.start()
     harness = Harness(server, sender, clock)
     try:
