@@ -49,6 +49,7 @@ from tresen.client.crypto.signing import OLM_ALGORITHM, OTK_ALGORITHM, DeviceIde
 from tresen.client.crypto.store import CryptoStore, read_key_file
 from tresen.client.crypto.verification import PREFIX, SasVerification
 from tresen.client.device import AsyncDevice
+from tresen.client.media import EncryptedFile, MediaKind, fetch_attachment
 from tresen.errors import CryptoError, DeviceListMismatch, Unavailable
 from tresen.protocol.frames import Item, KeysLow
 
@@ -60,6 +61,7 @@ OTK_TARGET = 50
 KEY_SHARE_BUDGET = 640 * 1024
 SEND_ATTEMPTS = 4
 MEMBERSHIP_OPS = {"create", "add", "remove", "leave", "join"}
+_MSGTYPES = {"image": "m.image", "video": "m.video", "audio": "m.audio", "document": "m.file"}
 
 
 def room_id(group_id: int) -> str:
@@ -460,6 +462,41 @@ class SecureDevice:
                 )
                 chunk, size = {}, 0
         await conn.send_group(group_id, body, devices=devices, id=envelope_id)
+
+    # ------------------------------------------------------------ attachments
+
+    async def send_attachment(
+        self,
+        to: int,
+        source: bytes | str | Path,
+        *,
+        kind: MediaKind,
+        body: str = "",
+        group: bool = False,
+        id: str | None = None,
+    ) -> str:
+        """Encrypt and upload ``source`` (Matrix v2 attachment), then send its key and hash in
+        an encrypted message to account ``to`` (or to group ``to`` when ``group``)."""
+        recipients = await self._group_members(to) if group else [to, self.account_id]
+        attachment = await self.device.upload_attachment(source, kind=kind, recipients=recipients)
+        content = {
+            "msgtype": _MSGTYPES.get(kind, "m.file"),
+            "body": body or kind,
+            "info": {"size": attachment.size},
+            "file": msgspec.to_builtins(attachment.file),
+        }
+        if group:
+            return await self.send_group(to, content, id=id)
+        return await self.send(to, content, id=id)
+
+    async def fetch_attachment(self, message: Message, *, max_bytes: int = 16 << 20) -> bytes:
+        """Download, verify (SHA-256) and decrypt the attachment a message carries."""
+        info = message.content.get("file")
+        if not isinstance(info, dict):
+            raise CryptoError("this message carries no attachment", reason="no_attachment")
+        return await fetch_attachment(
+            self.device.api, EncryptedFile.from_json(info), max_bytes=max_bytes
+        )
 
     # ------------------------------------------------------------ receiving
 
