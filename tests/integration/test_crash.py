@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from typing import Any
 
@@ -47,8 +48,9 @@ async def start_relay(db_url: str, port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    deadline = time.monotonic() + 60  # a loaded CI machine can take a while to start Python
     async with httpx.AsyncClient() as http:
-        for _ in range(200):
+        while time.monotonic() < deadline and proc.poll() is None:
             try:
                 if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
                     return proc
@@ -56,7 +58,7 @@ async def start_relay(db_url: str, port: int) -> subprocess.Popen[bytes]:
                 pass
             await asyncio.sleep(0.05)
     proc.kill()
-    raise RuntimeError("relay did not start")
+    raise RuntimeError(f"relay did not start (exit code {proc.poll()})")
 
 
 async def test_kill_9_loses_no_acknowledged_envelope(relay: Harness, db_url: str) -> None:
@@ -66,7 +68,26 @@ async def test_kill_9_loses_no_acknowledged_envelope(relay: Harness, db_url: str
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = await start_relay(db_url, port)
+    procs = [await start_relay(db_url, port)]
+    try:
+        await run_and_kill(url, port, db_url, creds, procs)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+async def run_and_kill(
+    url: str,
+    port: int,
+    db_url: str,
+    creds: list[tuple[str, int, int, str]],
+    procs: list[subprocess.Popen[bytes]],
+) -> None:
     acked: list[set[str]] = [set() for _ in range(PAIRS)]
     received: list[list[Any]] = [[] for _ in range(PAIRS)]
     stop = asyncio.Event()
@@ -102,10 +123,10 @@ async def test_kill_9_loses_no_acknowledged_envelope(relay: Harness, db_url: str
     recv_tasks = [asyncio.create_task(recv_loop(i)) for i in range(PAIRS)]
     await asyncio.sleep(1.5)
     before_kill = sum(len(a) for a in acked)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.kill(procs[0].pid, signal.SIGKILL)
+    procs[0].wait()
     await asyncio.sleep(0.3)
-    proc = await start_relay(db_url, port)
+    procs.append(await start_relay(db_url, port))
     try:
         await asyncio.sleep(1.0)
         stop.set()
@@ -126,8 +147,3 @@ async def test_kill_9_loses_no_acknowledged_envelope(relay: Harness, db_url: str
             t.cancel()
         for conn in senders + receivers:
             await conn.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()

@@ -1,18 +1,23 @@
-"""SQLite engine: WAL, one writer at a time, commits off the event loop.
+"""SQLite engine: WAL, one writer at a time, and no SQLite work on the event loop.
 
-Statements run on the event loop thread (they take microseconds); the COMMIT, which waits on
-fsync with ``synchronous=FULL``, runs in a worker thread so the loop keeps serving connections.
-Reads use their own connection and so see only committed data (WAL snapshots).
+Every interaction runs whole in a worker thread: writes (BEGIN IMMEDIATE … COMMIT, which waits
+on fsync with ``synchronous=FULL``) in the writer's, reads in the reader's, on a connection of
+their own, so they see only committed data (WAL snapshots). SQLite releases the GIL while it
+works, so the loop keeps serving connections on the other core meanwhile. The stores' code is
+written against the async :class:`~tresen.storage.engine.Txn`; here its methods never suspend,
+so an interaction's coroutine is driven to its end in the thread in one step. An interaction
+must therefore await nothing but its transaction (the rule for every engine: no I/O, no events
+inside a transaction); one that does fails loudly in tests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from tresen.errors import Unavailable
 from tresen.storage.engine import (
@@ -57,6 +62,41 @@ class SqliteTxn:
         return list(range(last - n + 1, last + 1))
 
 
+def _drive(name: str, fn: Interaction[T], txn: SqliteTxn) -> T:
+    """Run an interaction's coroutine to its end; its awaits (on ``txn``) never suspend."""
+    coro = cast(Coroutine[Any, Any, T], fn(txn))
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coro.close()
+    raise RuntimeError(
+        f"interaction {name!r} awaited something other than its transaction; "
+        "do I/O and publish events outside the transaction"
+    )
+
+
+def _read(conn: sqlite3.Connection, name: str, fn: Interaction[T]) -> T:
+    return _drive(name, fn, SqliteTxn(conn))
+
+
+def _write(conn: sqlite3.Connection, name: str, fn: Interaction[T]) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = _drive(name, fn, SqliteTxn(conn))
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise Unavailable(f"could not commit {name}: {exc}") from exc
+    return result
+
+
 class SqliteDatabase:
     dialect = "sqlite"
 
@@ -66,7 +106,12 @@ class SqliteDatabase:
         self._write: sqlite3.Connection | None = None
         self._read: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
-        self._committer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-write")
+        self._reader = (
+            self._writer
+            if path == ":memory:"  # one connection: one thread
+            else ThreadPoolExecutor(1, thread_name_prefix="sqlite-read")
+        )
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -89,32 +134,19 @@ class SqliteDatabase:
             for conn in {id(c): c for c in (self._read, self._write) if c}.values():
                 conn.close()
             self._read = self._write = None
-        self._committer.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
 
     async def run_interaction(self, name: str, fn: Interaction[T], *, write: bool = True) -> T:
         timer = InteractionTimer(name)
+        loop = asyncio.get_running_loop()
         if not write:
             assert self._read is not None, "database is not open"
-            result = await fn(SqliteTxn(self._read))
-            timer.done()
-            return result
-        async with self._lock:
-            conn = self._write
-            assert conn is not None, "database is not open"
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = await fn(SqliteTxn(conn))
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            try:
-                await asyncio.get_running_loop().run_in_executor(
-                    self._committer, conn.execute, "COMMIT"
-                )
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise Unavailable(f"could not commit {name}: {exc}") from exc
+            result = await loop.run_in_executor(self._reader, _read, self._read, name, fn)
+        else:
+            assert self._write is not None, "database is not open"
+            async with self._lock:
+                result = await loop.run_in_executor(self._writer, _write, self._write, name, fn)
         timer.done()
         return result
 

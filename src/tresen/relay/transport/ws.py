@@ -1,8 +1,10 @@
-"""The device WebSocket, on raw ASGI: handshake, decode, dispatch, coalesced writes.
+"""The device WebSocket: handshake, decode, dispatch, coalesced writes — over any :class:`Link`.
 
 No rules live here: frames go to the services, answers come back as frames. One task reads
-(the ASGI handler itself) and one writes (:meth:`Connection._writer`), so a slow socket never
-blocks the relay and many small answers leave as few frames.
+(:meth:`Connection.serve`) and one writes (:meth:`Connection._writer`), so a slow socket never
+blocks the relay and many small answers leave as few frames. The bytes travel over a
+:class:`Link`: the relay's own RFC 6455 protocol under uvicorn (``wsnative.py``, the default and
+the fast path) or plain ASGI (:func:`websocket_endpoint`, for any ASGI server).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 from tresen.bus import Subscription
 from tresen.bus.events import (
@@ -65,6 +67,32 @@ Send_ = Callable[[Message], Awaitable[None]]
 HELLO_TIMEOUT = 10.0
 
 
+class Link(Protocol):
+    """One device's socket as the connection sees it: whole messages in, whole messages out."""
+
+    async def receive(self) -> bytes | int | None:
+        """The next message; an ``int`` is the size of one too large to read; ``None``: gone."""
+        ...
+
+    def write(self, data: bytes) -> None:
+        """Queue one message (binary or text, as negotiated); :meth:`flush` sends the queue."""
+        ...
+
+    async def flush(self) -> None:
+        """Send what is queued, waiting while the peer reads slowly."""
+        ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+def choose_subprotocol(offered: list[str]) -> tuple[str | None, str | None]:
+    """The subprotocol to accept (``None``: none offered, msgpack) and an error to close with."""
+    chosen = next((p for p in offered if p in SUBPROTOCOLS), None)
+    if chosen is None and offered:
+        return None, f"unsupported protocol; speak one of {sorted(SUBPROTOCOLS)}"
+    return chosen, None
+
+
 class Hub:
     """The connections this node holds, to drain them on shutdown."""
 
@@ -81,12 +109,11 @@ class Hub:
 
 
 class Connection:
-    def __init__(self, services: Services, hub: Hub, send: Send_, codec: Codec[ClientFrame]):
+    def __init__(self, services: Services, hub: Hub, link: Link, codec: Codec[ClientFrame]):
         self.s = services
         self.hub = hub
-        self.send = send
+        self.link = link
         self.codec = codec
-        self.binary = codec.format == "msgpack"
         self.who: Principal | None = None
         self.stream: DeviceStream | None = None
         self.outbox: deque[Frame] = deque()
@@ -114,12 +141,8 @@ class Connection:
     def error(self, exc: TresenError, ref: str = "") -> None:
         self.queue(Error(code=str(exc.code), message=exc.message, ref=ref, fields=exc.fields))
 
-    async def _write(self, frame: Frame) -> None:
-        data = self.codec.encode(frame)
-        if self.binary:
-            await self.send({"type": "websocket.send", "bytes": data})
-        else:
-            await self.send({"type": "websocket.send", "text": data.decode()})
+    def _write(self, frame: Frame) -> None:
+        self.link.write(self.codec.encode(frame))
 
     async def _writer(self) -> None:
         stream = self.stream
@@ -136,12 +159,13 @@ class Connection:
                     frame = self.outbox.popleft()
                     if isinstance(frame, Deliver) and len(frame.items) > batch:
                         for start in range(0, len(frame.items), batch):
-                            await self._write(Deliver(items=frame.items[start : start + batch]))
+                            self._write(Deliver(items=frame.items[start : start + batch]))
                     else:
-                        await self._write(frame)
+                        self._write(frame)
+                await self.link.flush()
                 if self.closing is not None:
                     code, reason = self.closing
-                    await self.send({"type": "websocket.close", "code": code, "reason": reason})
+                    await self.link.close(code, reason)
                     return
                 while stream.behind and stream.room > 0:
                     fetched = await self.s.envelopes.fetch(
@@ -150,7 +174,8 @@ class Connection:
                     exhausted = len(fetched) < min(batch, stream.room)
                     out = stream.on_fetched(fetched, exhausted=exhausted)
                     if out:
-                        await self._write(Deliver(items=out))
+                        self._write(Deliver(items=out))
+                        await self.link.flush()
                     if self.outbox or self.sent_ids:
                         self.wake.set()
                         break
@@ -161,7 +186,7 @@ class Connection:
             # e.g. the store is unreachable while catching up: the client reconnects later
             log.exception("delivery to device %s failed; closing its connection", stream.device)
             with contextlib.suppress(Exception):
-                await self.send({"type": "websocket.close", "code": 1011, "reason": "try again"})
+                await self.link.close(1011, "try again")
 
     # ------------------------------------------------------------ bus events
 
@@ -188,8 +213,8 @@ class Connection:
 
     # ------------------------------------------------------------ inbound
 
-    async def serve(self, receive: Receive) -> None:
-        who = await self._hello(receive)
+    async def serve(self) -> None:
+        who = await self._hello()
         if who is None:
             return
         s = self.s
@@ -210,7 +235,7 @@ class Connection:
         )
         self.writer_task = asyncio.create_task(self._writer())
         try:
-            await self._read_loop(receive)
+            await self._read_loop()
         finally:
             self.close(1000, "bye")
             for sub in self.subs + self.watch_subs:
@@ -219,39 +244,40 @@ class Connection:
             await s.presence.do_disconnected(who)
             await asyncio.gather(self.writer_task, return_exceptions=True)
 
-    async def _hello(self, receive: Receive) -> Principal | None:
+    async def _hello(self) -> Principal | None:
         try:
             async with asyncio.timeout(HELLO_TIMEOUT):
-                message = await receive()
+                data = await self.link.receive()
         except TimeoutError:
-            await self.send({"type": "websocket.close", "code": 4408, "reason": "no hello"})
+            await self.link.close(4408, "no hello")
             return None
-        if message["type"] != "websocket.receive":
+        if data is None:
             return None
         try:
-            frame = self.codec.decode(message.get("bytes") or message.get("text") or b"")
+            if isinstance(data, int):
+                raise Unauthorized("the first frame must be hello with the device token")
+            frame = self.codec.decode(data)
             if not isinstance(frame, Hello):
                 raise Unauthorized("the first frame must be hello with the device token")
             return await self.s.accounts.access_principal(frame.token)
         except TresenError as exc:
-            await self._write(Error(code=str(exc.code), message=exc.message))
+            self._write(Error(code=str(exc.code), message=exc.message))
             close = CLOSE_CODES.get(exc.code, CLOSE_CODES[Code.UNAUTHORIZED])
-            await self.send({"type": "websocket.close", "code": close, "reason": exc.message[:120]})
+            await self.link.flush()
+            await self.link.close(close, exc.message[:120])
             return None
 
-    async def _read_loop(self, receive: Receive) -> None:
+    async def _read_loop(self) -> None:
         limit = self.s.settings.max_frame_bytes
         while self.closing is None:
-            message = await receive()
-            if message["type"] != "websocket.receive":
-                return
-            data = message.get("bytes")
+            data = await self.link.receive()
             if data is None:
-                data = (message.get("text") or "").encode()
-            if len(data) > limit:
+                return
+            size = data if isinstance(data, int) else len(data)
+            if isinstance(data, int) or size > limit:
                 self.error(
                     LimitExceeded(
-                        f"frame of {len(data)} bytes exceeds {limit}", code=Code.ENVELOPE_TOO_LARGE
+                        f"frame of {size} bytes exceeds {limit}", code=Code.ENVELOPE_TOO_LARGE
                     )
                 )
                 continue
@@ -327,32 +353,63 @@ class Connection:
         self.s.writer.submit(op)
 
 
+class AsgiLink:
+    """A :class:`Link` over ASGI ``receive``/``send``, for running under any ASGI server."""
+
+    def __init__(self, receive: Receive, send: Send_, *, binary: bool) -> None:
+        self._receive = receive
+        self._send = send
+        self.key = "bytes" if binary else "text"
+        self.pending: list[bytes] = []
+
+    async def receive(self) -> bytes | int | None:
+        message = await self._receive()
+        if message["type"] != "websocket.receive":
+            return None
+        data = message.get("bytes")
+        if data is None:
+            return str(message.get("text") or "").encode()
+        return bytes(data)
+
+    def write(self, data: bytes) -> None:
+        self.pending.append(data)
+
+    async def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        for data in pending:
+            body: bytes | str = data if self.key == "bytes" else data.decode()
+            await self._send({"type": "websocket.send", self.key: body})
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+
 async def websocket_endpoint(
     services: Services, hub: Hub, scope: Scope, receive: Receive, send: Send_
 ) -> None:
+    """The device WebSocket as a plain ASGI endpoint (``tresen serve`` uses ``wsnative``)."""
     message = await receive()
     if message["type"] != "websocket.connect":
         return
-    offered = scope.get("subprotocols") or []
-    chosen = next((p for p in offered if p in SUBPROTOCOLS), None)
-    if chosen is None:
-        # no subprotocol: accept as msgpack unless they asked for something we don't speak
-        if offered:
-            await send(
-                {
-                    "type": "websocket.close",
-                    "code": 4400,
-                    "reason": f"unsupported protocol; speak one of {sorted(SUBPROTOCOLS)}",
-                }
-            )
-            return
-        await send({"type": "websocket.accept"})
-        codec = server_codec("msgpack")
-    else:
-        await send({"type": "websocket.accept", "subprotocol": chosen})
-        codec = server_codec(SUBPROTOCOLS[chosen])  # type: ignore[arg-type]
-    conn = Connection(services, hub, send, codec)
-    await conn.serve(receive)
+    chosen, refusal = choose_subprotocol(list(scope.get("subprotocols") or []))
+    if refusal is not None:
+        await send({"type": "websocket.close", "code": 4400, "reason": refusal})
+        return
+    accept: Message = {"type": "websocket.accept"}
+    if chosen is not None:
+        accept["subprotocol"] = chosen
+    await send(accept)
+    codec = server_codec(SUBPROTOCOLS[chosen] if chosen else "msgpack")  # type: ignore[arg-type]
+    link = AsgiLink(receive, send, binary=codec.format == "msgpack")
+    await Connection(services, hub, link, codec).serve()
 
 
-__all__ = ["Connection", "Hub", "Item", "websocket_endpoint"]
+__all__ = [
+    "AsgiLink",
+    "Connection",
+    "Hub",
+    "Item",
+    "Link",
+    "choose_subprotocol",
+    "websocket_endpoint",
+]
