@@ -61,6 +61,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     #: approving a verification needs a passed domain proof check first
     verification_requires_domain_proof: bool = False
     # the WebSocket
+    #: "native": the relay's own RFC 6455 protocol under uvicorn (fast); "asgi": uvicorn's
+    #: websockets-based protocol through ASGI (the same path any ASGI server would take)
+    websocket: Literal["native", "asgi"] = "native"
     heartbeat_seconds: float = 30.0
     frames_per_second: float = 500.0
     frame_burst: int = 2_000
@@ -98,7 +101,6 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     quality_interval_seconds: float = 300.0
     quality_window_days: int = 7
     quality_min_sends: int = 50
-
 
 
 _FIELDS = {f.name: f.type for f in msgspec.structs.fields(Settings)}
