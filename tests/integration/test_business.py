@@ -191,12 +191,6 @@ async def test_qr_codes_encode_the_short_link(relay: Harness) -> None:
         error(await anonymous.get("/v1/business/999999/qr.svg"), 404, Code.NOT_A_BUSINESS)
 
 
-async def test_public_url_setting_drives_links(relay: Harness) -> None:
-    # without public_url the link follows the request's own base URL
-    _, biz = await make_business(relay, "Link Base")
-    assert biz["short_link"].startswith(relay.url)
-
-
 async def test_hours_and_open_now(relay: Harness) -> None:
     owner, biz = await make_business(relay, "Hours Co")
     assert biz["hours"]["mode"] == "by_appointment" and biz["open_now"] is None
