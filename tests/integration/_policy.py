@@ -20,7 +20,9 @@ SERVICE = BizMeta()
 HOUR = 3600.0
 
 
-def template(name: str = "order_update", category: str = "UTILITY", language: str = "en_US") -> BizMeta:
+def template(
+    name: str = "order_update", category: str = "UTILITY", language: str = "en_US"
+) -> BizMeta:
     return BizMeta(kind="template", category=category, template=name, language=language)  # type: ignore[arg-type]
 
 
@@ -133,4 +135,4 @@ async def messages(conn: Connection, n: int) -> list[Item]:
     return out
 
 
-__all__ = ["Code", "HOUR", "SERVICE"]
+__all__ = ["HOUR", "SERVICE", "Code"]

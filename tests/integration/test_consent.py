@@ -69,7 +69,9 @@ async def test_stop_in_the_app_takes_effect_at_once(relay: Harness) -> None:
         f"/v1/consents/{shop.account_id}/stop", json={"categories": ["marketing"]}
     )
     assert r.status_code == 200, r.text
-    err = await refused(conn, person, template("spring_sale", "MARKETING"), Code.MARKETING_OPTED_OUT)
+    err = await refused(
+        conn, person, template("spring_sale", "MARKETING"), Code.MARKETING_OPTED_OUT
+    )
     assert err.fields["opted_out"] is True
     # the history keeps both decisions, who made them and where
     async with relay.client() as _:

@@ -85,7 +85,9 @@ class ConsentService:
     async def _signal(self, txn: Txn, business: int, person: int, kind: str, at: int) -> None:
         """Negative feedback on a business, with the last template the person got from it."""
         if business in self.gate.businesses:
-            template = await policy_store.last_template(txn, business, person)
+            template = self.gate.last_template(business, person)
+            if template is None:  # not in memory: the store has every flushed send
+                template = await policy_store.last_template(txn, business, person)
             await policy_store.add_signal(txn, business, person, kind, template, at)
 
     # ------------------------------------------------------------ opt-in and opt-out

@@ -596,6 +596,11 @@ class PolicyGate:
     async def thread_of(self, business: int, person: int) -> Thread:
         return await self._thread(business, person)
 
+    def last_template(self, business: int, person: int) -> str | None:
+        """The last template sent to ``person``, if this gate holds their thread (else None)."""
+        thread = self.threads.get((business, person))
+        return thread.last_template if thread is not None else None
+
     def note_business(self, account: int) -> None:
         """A service saw ``account`` is a business: every gate learns it now, not at the poll."""
         if account not in self.businesses:

@@ -154,17 +154,21 @@ class QualityService:
                     now if quality != old_quality else quality_changed,
                 )
             paused: list[str] = []
-            for name, counts in per_template.items():
-                rating = rate_quality(
-                    sends.get(name, 0),
-                    counts.get("block", 0),
-                    counts.get("report", 0),
-                    counts.get("opt_out", 0),
-                    min_sends=min_sends,
-                )
-                if rating != "RED":
-                    continue
+            for name in per_template:
                 for t in await template_store.list_of(txn, business, "APPROVED", name, 0, 100):
+                    # only feedback since the template was last (re)approved counts
+                    count, feedback = await store.template_feedback(
+                        txn, business, name, max(since, int(t[11]))
+                    )
+                    rating = rate_quality(
+                        count,
+                        feedback.get("block", 0),
+                        feedback.get("report", 0),
+                        feedback.get("opt_out", 0),
+                        min_sends=min_sends,
+                    )
+                    if rating != "RED":
+                        continue
                     status, until = pause_template(int(t[12]), now)
                     await template_store.set_status(
                         txn,

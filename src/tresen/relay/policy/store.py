@@ -276,3 +276,24 @@ async def businesses_since(txn: Txn, since: int) -> list[tuple[int, int]]:
         "SELECT account_id, created_at FROM businesses WHERE created_at >= ?", since
     )
     return [(int(r[0]), int(r[1])) for r in rows]
+
+
+async def template_feedback(
+    txn: Txn, business: int, template: str, since: int
+) -> tuple[int, dict[str, int]]:
+    """Business-initiated sends of one template since ``since`` and the feedback after them."""
+    row = await txn.fetchone(
+        "SELECT count(*) FROM business_sends WHERE business_id = ? AND template = ? "
+        "AND initiated = 1 AND sent_at > ?",
+        business,
+        template,
+        since,
+    )
+    rows = await txn.fetch(
+        "SELECT kind, count(*) FROM quality_signals WHERE business_id = ? AND template = ? "
+        "AND at > ? GROUP BY kind",
+        business,
+        template,
+        since,
+    )
+    return (int(row[0]) if row else 0), {r[0]: int(r[1]) for r in rows}
