@@ -113,6 +113,9 @@ class CryptoStore:
         os.close(fd)
         db = sqlite3.connect(path, isolation_level="DEFERRED")
         db.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a committed save survives the app crashing (not a power cut, where the
+        # last saves may be lost and the affected Olm sessions re-established)
+        db.execute("PRAGMA synchronous=NORMAL")
         db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)")
         db.execute(
             "CREATE TABLE IF NOT EXISTS state (kind TEXT NOT NULL, name TEXT NOT NULL, "
