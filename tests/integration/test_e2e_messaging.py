@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tresen.client import AsyncDevice
+from tresen.client.crypto.machine import CryptoMachine
 from tresen.client.crypto.megolm import ROTATION_MESSAGES
 from tresen.client.secure import (
     Event,
@@ -286,3 +287,29 @@ async def test_unreadable_items_are_reported_not_shown(relay: Harness, tmp_path:
     assert (await next_of(bob, Undecryptable)).reason == "malformed_envelope"
     await alice.close()
     await bob.close()
+
+
+async def test_one_time_key_signed_by_the_wrong_key_is_refused(
+    relay: Harness, tmp_path: Path
+) -> None:
+    """A device (or a lying relay) serves an OTK whose signature is not the device's: the
+    sender starts no session, warns, and encrypts nothing for that device."""
+    a_h, b_h = await relay.new_device(), await relay.new_device()
+    alice = await secure(a_h, tmp_path)
+    bob = CryptoMachine(str(b_h.account_id), str(b_h.device_id))
+    mallory = CryptoMachine(str(b_h.account_id), str(b_h.device_id))
+    key_id, otk = next(iter(bob.account.one_time_keys(1).items()))
+    forged = mallory.account.sign({"key": otk["key"]})  # right name, wrong key
+    r = await b_h.http.post(
+        "/v1/keys/upload",
+        json={"device_keys": bob.account.device_keys(), "one_time_keys": {key_id: forged}},
+    )
+    assert r.status_code == 200, r.text
+    await alice.send(b_h.account_id, "for bob")
+    change = await next_of(alice, SecurityCodeChanged)
+    assert (change.device, change.kind, change.warning) == (b_h.device_id, "invalid_keys", True)
+    assert "does not verify" in change.reason
+    assert not alice.machine.olm.has_session(bob.own.curve25519)
+    (item,) = [i for i in await relay.fetch_queue(b_h.device_id) if i.kind == "message"]
+    assert item.body == b'{"v":1,"events":[]}'
+    await alice.close()

@@ -636,7 +636,9 @@ class SecureDevice:
     async def confirm(self, sas: SasVerification) -> None:
         """The person compared the emoji (or numbers) and they match."""
         await self._send_verification(sas, sas.confirm())
-        self._settle(sas)
+        async with self.lock:
+            self._settle(sas)
+            self.machine.save()
 
     async def cancel(self, sas: SasVerification) -> None:
         await self._send_verification(sas, sas.cancel())
