@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tresen.config import load
 from tresen.errors import InvalidRequest
 from tresen.protocol.codes import Code
 from tresen.relay.business import rules
 from tresen.relay.business.models import AwaySettings, BusinessHours, Interval
+from tresen.relay.business.proof import check_http, is_public_address, private_address
 from tresen.relay.business.qr import qr_png, qr_svg
 
 
@@ -146,3 +148,28 @@ def test_qr_outputs_are_well_formed() -> None:
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and png.endswith(b"IEND\xaeB`\x82")
     svg = qr_svg("https://relay.example/b/shop")
     assert svg.startswith(b"<?xml") and b"<svg" in svg and b"</svg>" in svg
+
+
+def test_public_addresses() -> None:
+    assert is_public_address("93.184.216.34")
+    assert is_public_address("2606:2800:220:1::1")
+    for inside in (
+        "127.0.0.1",
+        "10.1.2.3",
+        "192.168.0.1",
+        "169.254.169.254",
+        "::1",
+        "fd00::1",
+        "100.64.0.1",
+        "0.0.0.0",  # noqa: S104
+        "224.0.0.1",
+    ):
+        assert not is_public_address(inside), inside
+
+
+async def test_a_host_resolving_inside_is_not_fetched() -> None:
+    # "localhost" resolves to loopback through /etc/hosts (no network needed)
+    assert await private_address("localhost", 443) in ("127.0.0.1", "::1")
+    settings = load(environ={}, overrides={"domain_proof_timeout_seconds": 2})
+    ok, detail = await check_http("localhost", "tv_x", settings)
+    assert ok is False and "non-public address" in detail

@@ -7,6 +7,10 @@ Only the operator triggers a check, with a timeout, reading at most a few kiloby
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import socket
+
 import dns.asyncresolver
 import dns.exception
 import dns.resolver
@@ -34,8 +38,36 @@ def dns_value(token: str) -> str:
     return DNS_VALUE_PREFIX + token
 
 
+def is_public_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%")[0])
+    return ip.is_global and not ip.is_multicast
+
+
+async def private_address(host: str, port: int) -> str | None:
+    """The first non-public address ``host`` resolves to, if any (None: all public).
+
+    The relay fetches a business-supplied host, so it refuses one that points into the relay's
+    own network (loopback, private, link-local) before connecting.
+    """
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    for info in infos:
+        address = str(info[4][0])
+        if not is_public_address(address):
+            return address
+    return None
+
+
 async def check_http(domain: str, token: str, settings: Settings) -> tuple[bool, str]:
     url = proof_url(domain, settings)
+    if not url.startswith("http://"):  # loopback is allowed only in tests, over plain http
+        try:
+            inside = await asyncio.wait_for(
+                private_address(domain, 443), settings.domain_proof_timeout_seconds
+            )
+        except (OSError, TimeoutError) as exc:
+            return False, f"cannot resolve {domain}: {type(exc).__name__}"
+        if inside is not None:
+            return False, f"{domain} resolves to the non-public address {inside}; not fetched"
     try:
         async with (
             httpx.AsyncClient(

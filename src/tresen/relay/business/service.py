@@ -8,6 +8,7 @@ operator action writes its audit row in the same transaction (:func:`admin.audit
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -67,6 +68,16 @@ async def scoped_id_in(txn: Txn, business_id: int, person_id: int, now: int) -> 
     return found[0]
 
 
+def _hours_of(record: BusinessRecord) -> BusinessHours:
+    return msgspec.json.decode(record.hours_json, type=BusinessHours)
+
+
+def _away_of(record: BusinessRecord) -> AwaySettings:
+    if not record.away_json:
+        return AwaySettings()
+    return msgspec.json.decode(record.away_json, type=AwaySettings)
+
+
 class BusinessService:
     def __init__(self, db: Database, settings: Settings, clock: Clock) -> None:
         self.db, self.settings, self.clock = db, settings, clock
@@ -106,7 +117,7 @@ class BusinessService:
     # ------------------------------------------------------------ views
 
     def profile_view(self, record: BusinessRecord, base_url: str) -> BusinessProfile:
-        hours = msgspec.json.decode(record.hours_json, type=BusinessHours)
+        hours = _hours_of(record)
         return BusinessProfile(**self._profile_fields(record, base_url, hours))
 
     def _profile_fields(
@@ -156,17 +167,13 @@ class BusinessService:
         if record is None:
             raise not_a_business(account_id)
         history = await store.verifications(txn, account_id)
-        hours = msgspec.json.decode(record.hours_json, type=BusinessHours)
+        hours = _hours_of(record)
         greeting = (
             msgspec.json.decode(record.greeting_json, type=GreetingSettings)
             if record.greeting_json
             else GreetingSettings()
         )
-        away = (
-            msgspec.json.decode(record.away_json, type=AwaySettings)
-            if record.away_json
-            else AwaySettings()
-        )
+        away = _away_of(record)
         return Business(
             **self._profile_fields(record, base_url, hours),
             display_name_reason=record.display_name_reason,
@@ -297,12 +304,22 @@ class BusinessService:
 
         return await self.db.run_interaction("update_business", update)
 
-    async def _set_json(self, who: Principal, column: str, value: Any, base_url: str) -> Business:
+    async def _set_json(
+        self,
+        who: Principal,
+        column: str,
+        build: Callable[[BusinessRecord], msgspec.Struct],
+        base_url: str,
+    ) -> Business:
+        """Validate against the current row and save, in one transaction (so the hours and the
+        away schedule that depends on them can never be saved inconsistent)."""
         now = self.clock.now_ms()
 
         async def save(txn: Txn) -> Business:
-            if await store.get_business(txn, who.account_id) is None:
+            record = await store.get_business(txn, who.account_id)
+            if record is None:
                 raise not_a_business(who.account_id)
+            value = build(record)
             changes = {column: msgspec.json.encode(value).decode(), "updated_at": now}
             if isinstance(value, BusinessHours):
                 changes["timezone"] = value.timezone
@@ -312,21 +329,25 @@ class BusinessService:
         return await self.db.run_interaction(f"set_business_{column}", save)
 
     async def do_set_hours(self, who: Principal, hours: BusinessHours, base_url: str) -> Business:
-        current = await self.access_own(who, base_url)
         hours = rules.check_hours(hours)
-        if current.away.enabled:  # the away schedule may depend on the hours
-            rules.check_away(current.away, hours)
-        return await self._set_json(who, "hours_json", hours, base_url)
+
+        def build(record: BusinessRecord) -> BusinessHours:
+            away = _away_of(record)
+            if away.enabled:  # the away schedule may depend on the hours
+                rules.check_away(away, hours)
+            return hours
+
+        return await self._set_json(who, "hours_json", build, base_url)
 
     async def do_set_greeting(
         self, who: Principal, greeting: GreetingSettings, base_url: str
     ) -> Business:
-        return await self._set_json(who, "greeting_json", rules.check_greeting(greeting), base_url)
+        checked = rules.check_greeting(greeting)
+        return await self._set_json(who, "greeting_json", lambda _: checked, base_url)
 
     async def do_set_away(self, who: Principal, away: AwaySettings, base_url: str) -> Business:
-        current = await self.access_own(who, base_url)
         return await self._set_json(
-            who, "away_json", rules.check_away(away, current.hours), base_url
+            who, "away_json", lambda record: rules.check_away(away, _hours_of(record)), base_url
         )
 
     # ------------------------------------------------------------ verification (the business)
