@@ -84,6 +84,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     #: an upload not finished within this time is dropped with its bytes
     media_upload_ttl_seconds: int = 86_400
     media_purge_interval_seconds: float = 60.0
+    #: what one account may hold at once (uploads not yet expired): bytes and blobs
+    media_quota_bytes_per_account: int = 2 * 1024 * 1024 * 1024
+    media_quota_blobs_per_account: int = 5_000
     # business policy: limits, quality, metering (docs/business-rules.md)
     #: messages a second one business may send (Cloud API default 80; at most the maximum)
     business_throughput_per_second: int = 80

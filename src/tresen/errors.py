@@ -188,6 +188,7 @@ _BY_CODE: dict[Code, type[TresenError]] = {
     Code.UPLOAD_COMPLETE: Conflict,
     Code.RANGE_NOT_SATISFIABLE: RangeNotSatisfiable,
     Code.ATTACHMENT_CORRUPT: CryptoError,
+    Code.MEDIA_QUOTA_EXCEEDED: LimitExceeded,
     Code.MESSAGE_UNDELIVERABLE: PolicyRefused,
     Code.REENGAGEMENT_REQUIRED: PolicyRefused,
     Code.THROUGHPUT_EXCEEDED: LimitExceeded,

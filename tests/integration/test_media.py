@@ -81,9 +81,13 @@ async def test_encrypted_round_trip_of_a_multi_megabyte_file(
     assert seen[-1] == (len(plaintext), len(plaintext))
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
-    # the relay holds ciphertext only: no marker, and its hash is the one in the message
+    # the relay holds ciphertext only: no marker in the blob, the database or anything else
+    # in the relay's folders, and the blob's hash is the one in the message
     stored = blob_path(relay, sent.media_id).read_bytes()
     assert len(stored) == len(plaintext) and marker not in stored
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path != source:
+            assert marker not in path.read_bytes(), path
     digest = hashlib.sha256(stored).digest()
     assert EncryptedFile.from_json(sent.file.to_json()).secrets()[2] == digest
 
@@ -466,3 +470,25 @@ async def test_sdk_in_memory_fetch_and_errors(relay: Harness) -> None:
     with pytest.raises(NotFound) as caught:
         await fetch_attachment(carol.sdk.api, sent.file)
     assert caught.value.code == Code.MEDIA_NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    "relay_settings",
+    [{"media_quota_blobs_per_account": 3, "media_quota_bytes_per_account": 10_000}],
+)
+async def test_quota_per_account(relay: Harness) -> None:
+    alice, bob = await relay.new_device(), await relay.new_device()
+    first = await upload_raw(alice, "sticker", os.urandom(6_000))
+    r = await alice.http.post("/v1/media", json={"kind": "sticker", "size": 4_001})
+    body = error(r, 429, Code.MEDIA_QUOTA_EXCEEDED)
+    assert body["fields"]["held_bytes"] == 6_000 and body["fields"]["max_bytes"] == 10_000
+    await create(alice, "sticker", 2_000)  # unfinished uploads count too
+    await create(alice, "sticker", 1)
+    error(
+        await alice.http.post("/v1/media", json={"kind": "sticker", "size": 1}),
+        429,
+        Code.MEDIA_QUOTA_EXCEEDED,
+    )
+    await create(bob, "sticker", 9_000)  # another account has its own quota
+    assert (await alice.http.delete(f"/v1/media/{first}")).status_code == 204
+    await create(alice, "sticker", 1)  # deleting freed a place

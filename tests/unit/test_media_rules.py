@@ -5,11 +5,19 @@ from __future__ import annotations
 import pytest
 
 from tresen.config import load
-from tresen.errors import NotFound, PayloadTooLarge, RangeNotSatisfiable
+from tresen.errors import (
+    InvalidRequest,
+    LimitExceeded,
+    NotFound,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
+)
 from tresen.protocol.codes import Code
 from tresen.relay.media.models import MediaRow
 from tresen.relay.media.service import (
     check_media_id,
+    check_offset_header,
+    check_quota,
     check_range,
     check_size,
     expiry_of,
@@ -82,3 +90,22 @@ def test_expiry() -> None:
     assert expiry_of(done, 3, 2, 9_000, SETTINGS) == 5_000 + 1_000_000  # one still to fetch
     assert expiry_of(done, 3, 3, 9_000, SETTINGS) == 9_000 + 10_000  # all fetched: grace
     assert expiry_of(done, 3, 3, 10**12, SETTINGS) == 5_000 + 1_000_000  # never past the TTL
+
+
+def test_offset_header() -> None:
+    assert check_offset_header("0") == 0 and check_offset_header(" 123 ") == 123
+    for bad in (None, "", "-1", "1.5", "²", "٣", "1e3", "9" * 20):
+        with pytest.raises(InvalidRequest):
+            check_offset_header(bad)
+
+
+def test_quota() -> None:
+    settings = load(
+        environ={},
+        overrides={"media_quota_blobs_per_account": 3, "media_quota_bytes_per_account": 100},
+    )
+    check_quota(2, 50, 50, settings)
+    for blobs, held, adding in ((3, 0, 1), (0, 60, 41)):
+        with pytest.raises(LimitExceeded) as caught:
+            check_quota(blobs, held, adding, settings)
+        assert caught.value.code == Code.MEDIA_QUOTA_EXCEEDED and caught.value.status == 429

@@ -46,7 +46,7 @@ def content_length(request: Request[Any, Any, Any]) -> int | None:
     value = request.headers.get("content-length")
     if value is None:
         return None
-    if not value.isdigit():
+    if not value.isascii() or not value.isdigit():
         raise InvalidRequest("Content-Length must be a number of bytes")
     return int(value)
 

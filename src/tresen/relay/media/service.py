@@ -17,6 +17,7 @@ message that points at the blob. Rules:
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import re
@@ -30,9 +31,11 @@ from tresen.config import Settings
 from tresen.errors import (
     Conflict,
     InvalidRequest,
+    LimitExceeded,
     NotFound,
     PayloadTooLarge,
     RangeNotSatisfiable,
+    Unavailable,
 )
 from tresen.protocol.codes import Code
 from tresen.relay.accounts.models import Principal
@@ -62,7 +65,8 @@ log = logging.getLogger("tresen.media")
 T = TypeVar("T")
 
 _MEDIA_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=([0-9]{0,19})-([0-9]{0,19})$")
+_OFFSET = re.compile(r"^[0-9]{1,19}$")
 PURGE_BATCH = 500
 
 
@@ -87,6 +91,22 @@ def check_size(kind: MediaKind, size: int, limits: dict[MediaKind, int]) -> None
             code=Code.MEDIA_TOO_LARGE,
             kind=kind,
             limit=limit,
+        )
+
+
+def check_quota(blobs: int, held: int, adding: int, settings: Settings) -> None:
+    max_blobs = settings.media_quota_blobs_per_account
+    max_bytes = settings.media_quota_bytes_per_account
+    if blobs + 1 > max_blobs or held + adding > max_bytes:
+        raise LimitExceeded(
+            f"your account holds {blobs} uploads of {held} bytes on this relay; the limit is "
+            f"{max_blobs} uploads and {max_bytes} bytes. Uploads go once their recipients "
+            "fetched them: try again later, or delete ones you no longer need",
+            code=Code.MEDIA_QUOTA_EXCEEDED,
+            blobs=blobs,
+            held_bytes=held,
+            max_blobs=max_blobs,
+            max_bytes=max_bytes,
         )
 
 
@@ -272,6 +292,8 @@ class MediaService:
         )
 
         async def create(txn: Txn) -> None:
+            await store.lock_owner(txn, who.account_id)
+            check_quota(*await store.held_by(txn, who.account_id), body.size, self.settings)
             await store.insert_media(txn, row)
             await store.add_grants(txn, row.media_id, devices, now)
 
@@ -315,9 +337,15 @@ class MediaService:
                     code=Code.UPLOAD_OFFSET_MISMATCH,
                     offset=exc.staged,
                 ) from None
-            except BaseException:
+            except BaseException as exc:
                 # the client went away mid-body: keep what arrived, so it can resume
                 await self._record(row, await self.blobs.staged_size(media_id))
+                if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                    log.error("the media folder is full: %s", exc)
+                    raise Unavailable(
+                        "the relay's media storage is full; try again later",
+                        offset=await self.blobs.staged_size(media_id),
+                    ) from exc
                 raise
             if staged < row.declared_size:
                 await self._record(row, staged)
@@ -471,7 +499,7 @@ class MediaService:
 
 
 def check_offset_header(value: str | None) -> int:
-    if value is None or not value.isdigit():
+    if value is None or not _OFFSET.match(value.strip()):
         raise InvalidRequest("send the upload offset as 'Upload-Offset: <bytes>'")
     return int(value)
 
@@ -481,6 +509,7 @@ __all__ = [
     "MediaService",
     "check_media_id",
     "check_offset_header",
+    "check_quota",
     "check_range",
     "check_size",
     "expiry_of",

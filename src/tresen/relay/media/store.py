@@ -89,6 +89,21 @@ async def delete_many(txn: Txn, media_ids: list[str]) -> None:
         await txn.execute(f"DELETE FROM media WHERE id IN ({marks})", *chunk)  # noqa: S608
 
 
+async def lock_owner(txn: Txn, account_id: int) -> None:
+    """Serialise quota checks of one account (its row lock on PostgreSQL; SQLite has one
+    writer anyway)."""
+    await txn.execute("UPDATE accounts SET id = id WHERE id = ?", account_id)
+
+
+async def held_by(txn: Txn, account_id: int) -> tuple[int, int]:
+    """(blobs, declared bytes) an account's unexpired uploads hold."""
+    r = await txn.fetchone(
+        "SELECT count(*), coalesce(sum(declared_size), 0) FROM media WHERE owner_account = ?",
+        account_id,
+    )
+    return (int(r[0]), int(r[1])) if r else (0, 0)
+
+
 # ---------------------------------------------------------------- grants
 
 

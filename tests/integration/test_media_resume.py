@@ -1,0 +1,136 @@
+"""The SDK over a network that breaks: a TCP proxy in front of the relay cuts a connection
+after so many bytes; uploads resume at the relay's offset and downloads with ``Range``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+from pathlib import Path
+
+from tresen.client import AsyncDevice, Credentials
+from tresen.client.media import download_attachment, upload_attachment
+
+from ..conftest import DeviceHandle, Harness
+
+MiB = 1024 * 1024
+
+
+class CuttingProxy:
+    """Forwards TCP to the relay; the n-th connection accepted is aborted once ``cuts[n]`` =
+    (direction, bytes) bytes went that way ("up": client to relay, "down": relay to client)."""
+
+    def __init__(self, port: int, cuts: dict[int, tuple[str, int]]) -> None:
+        self.target = port
+        self.cuts = cuts
+        self.connections = 0
+        self.carried = {"up": 0, "down": 0}
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        index = self.connections
+        self.connections += 1
+        direction, limit = self.cuts.get(index, ("", -1))
+        relay_r, relay_w = await asyncio.open_connection("127.0.0.1", self.target)
+
+        def abort() -> None:
+            client_w.transport.abort()
+            relay_w.transport.abort()
+
+        async def pipe(way: str, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            passed = 0
+            with contextlib.suppress(ConnectionError):
+                while data := await src.read(65536):
+                    if way == direction and passed + len(data) >= limit:
+                        dst.write(data[: limit - passed])
+                        self.carried[way] += limit - passed
+                        await dst.drain()
+                        abort()
+                        return
+                    dst.write(data)
+                    await dst.drain()
+                    passed += len(data)
+                    self.carried[way] += len(data)
+                if dst.can_write_eof():
+                    dst.write_eof()
+
+        await asyncio.gather(pipe("up", client_r, relay_w), pipe("down", relay_r, client_w))
+        client_w.close()
+        relay_w.close()
+
+
+def device_via(url: str, handle: DeviceHandle) -> AsyncDevice:
+    return AsyncDevice(Credentials(url, handle.account_id, handle.device_id, handle.token))
+
+
+async def test_upload_resumes_at_the_relays_offset(relay: Harness, tmp_path: Path) -> None:
+    alice, bob = await relay.new_device(), await relay.new_device()
+    size = 6 * MiB
+    source = tmp_path / "video.mp4"
+    source.write_bytes(os.urandom(size))
+    # the first connection carries the create request, then dies 3 MiB into the PATCH body
+    proxy = CuttingProxy(relay.server.port, {0: ("up", 3 * MiB)})
+    sender = device_via(await proxy.start(), alice)
+    seen: list[int] = []
+    try:
+        sent = await upload_attachment(
+            sender.api, source, kind="video", recipients=[bob.account_id],
+            progress=lambda done, _: seen.append(done),
+        )  # fmt: skip
+    finally:
+        await sender.close()
+        await proxy.close()
+
+    assert proxy.connections >= 2
+    # progress went back once, to where the relay had got to, not to the start
+    drops = [(a, b) for a, b in itertools.pairwise(seen) if b < a]
+    assert len(drops) == 1
+    resumed_from = drops[0][1]  # the first chunk after the relay's offset
+    assert 256 * 1024 < resumed_from <= 3 * MiB + 256 * 1024
+    assert proxy.carried["up"] < size + 3 * MiB + 64 * 1024  # not sent twice over
+    target = tmp_path / "received.mp4"
+    await bob.sdk.download_attachment(sent.file, target)
+    assert target.read_bytes() == source.read_bytes()
+
+
+async def test_download_resumes_with_range(relay: Harness, tmp_path: Path) -> None:
+    alice, bob = await relay.new_device(), await relay.new_device()
+    size = 5 * MiB
+    plaintext = os.urandom(size)
+    sent = await alice.sdk.upload_attachment(
+        plaintext, kind="document", recipients=[bob.account_id]
+    )
+    # bob's first connection dies 2 MiB into the download
+    proxy = CuttingProxy(relay.server.port, {0: ("down", 2 * MiB)})
+    receiver = device_via(await proxy.start(), bob)
+    seen: list[int] = []
+    target = tmp_path / "report.pdf"
+    try:
+        await download_attachment(
+            receiver.api, sent.file, target, progress=lambda done, _: seen.append(done)
+        )
+    finally:
+        await receiver.close()
+        await proxy.close()
+    assert target.read_bytes() == plaintext
+    assert proxy.connections == 2
+    assert seen == sorted(seen) and seen[-1] == size  # continued, never restarted
+    assert proxy.carried["down"] < size + 2 * MiB  # the second request fetched only the rest
+    # the resumed download reached the end: bob counts as having fetched it
+    grants = (await alice.http.get(f"/v1/media/{sent.media_id}/grants")).json()["grants"]
+    for _ in range(100):
+        if grants[0]["fetched_at"] is not None:
+            break
+        await asyncio.sleep(0.05)
+        grants = (await alice.http.get(f"/v1/media/{sent.media_id}/grants")).json()["grants"]
+    assert grants[0]["fetched_at"] is not None
