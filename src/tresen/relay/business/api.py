@@ -4,6 +4,7 @@ person's phone sharing; and the public short link /b/{slug}."""
 
 from __future__ import annotations
 
+import asyncio
 from html import escape
 from typing import Annotated, Any
 
@@ -167,7 +168,8 @@ async def qr_code_png(
     scale: QrScale = 8,
 ) -> Response[bytes]:
     profile = await business.access_profile(account_id, base_url(request, business))
-    return Response(qr_png(profile.short_link, scale=scale), media_type="image/png")
+    png = await asyncio.to_thread(qr_png, profile.short_link, scale=scale)  # ~20 ms: off the loop
+    return Response(png, media_type="image/png")
 
 
 @get(
@@ -182,7 +184,8 @@ async def qr_code_svg(
     scale: QrScale = 8,
 ) -> Response[bytes]:
     profile = await business.access_profile(account_id, base_url(request, business))
-    return Response(qr_svg(profile.short_link, scale=scale), media_type="image/svg+xml")
+    svg = await asyncio.to_thread(qr_svg, profile.short_link, scale=scale)
+    return Response(svg, media_type="image/svg+xml")
 
 
 @post(
