@@ -8,7 +8,7 @@ frame against uvicorn's own WebSocket protocols (see bench/README.md).
 
 Flow control both ways: when a client sends faster than the relay handles its frames, reading
 from its socket pauses; when it reads slower than the relay writes, the writer waits. A peer
-that stays silent past the heartbeat gets a ping, and past two heartbeats it is dropped.
+silent for a heartbeat period gets a ping; if nothing comes back by the next one, it is dropped.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class NativeWebSocket(asyncio.Protocol):
         self.gone = False  # the socket is closed (or closing): nothing more in or out
         self.close_sent = False
         self.last_heard = 0.0
-        self.pinged = False
+        self.ping_at = 0.0  # when the heartbeat's ping went out; 0: none outstanding
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
         self.conn: Connection | None = None
@@ -113,7 +113,7 @@ class NativeWebSocket(asyncio.Protocol):
             elif isinstance(event, wf.Ping):
                 self._raw(wf.frame(wf.OP_PONG, event.data))
             elif isinstance(event, wf.Pong):
-                self.pinged = False
+                pass  # hearing anything (a pong too) is what the heartbeat looks for
             else:  # Close: answer it and hang up
                 code = event.code if event.code != 1005 else wf.NORMAL
                 self._send_close(code, "")
@@ -205,14 +205,15 @@ class NativeWebSocket(asyncio.Protocol):
                 self._abort()
 
     def _tick(self) -> None:
-        """Heartbeat: ping a silent peer once; drop it if it stays silent another period."""
-        silent = self.loop.time() - self.last_heard
-        if silent >= 2 * self.heartbeat or (self.pinged and silent >= self.heartbeat):
-            log.debug("dropping a WebSocket silent for %.0fs", silent)
+        """Heartbeat: ping a peer silent for a period; drop it if nothing came back by the next."""
+        now = self.loop.time()
+        if self.ping_at and self.last_heard < self.ping_at:
+            log.debug("dropping a WebSocket silent for %.0fs", now - self.last_heard)
             self._abort()
             return
-        if silent >= self.heartbeat:
-            self.pinged = True
+        self.ping_at = 0.0
+        if now - self.last_heard >= self.heartbeat:
+            self.ping_at = now
             self._raw(wf.frame(wf.OP_PING, b"hb"))
         self.timer = self.loop.call_later(self.heartbeat, self._tick)
 
