@@ -99,3 +99,9 @@ async def test_cli_errors_are_clear(relay: Harness) -> None:
     assert code == 1 and "admin_required" in stderr
     code, _, stderr = await tresen("admin", "audit", "--url", "http://127.0.0.1:9", "--token", "x")
     assert code == 1 and "cannot reach the relay" in stderr
+    code, _, stderr = await tresen("admin", "token", "create", "--name", "x")
+    assert code == 2 and "--db" in stderr
+    code, _, stderr = await tresen(
+        "admin", "token", "create", "--db", "sqlite:////nonexistent/r.db"
+    )
+    assert code == 1 and "tresen migrate" in stderr

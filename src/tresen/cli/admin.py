@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +55,13 @@ TokenOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
 DEFAULT_URL = "http://127.0.0.1:8600"
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in some containers
+        return "operator"
 
 
 def call(
@@ -126,11 +134,11 @@ def token_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create an admin token and print it once (the relay keeps only its hash)."""
-    name = name or getpass.getuser()
-    if db or not token:
-        created = _create_in_database(db, config, name)
-    else:
+    name = name or _operator()
+    if token and not db and not config:
         created = call(url, token, "POST", "/v1/admin/tokens", body={"name": name})
+    else:
+        created = _create_in_database(db, config, name)
     if as_json:
         emit(created, True)
         return
@@ -141,14 +149,28 @@ def token_create(
 def _create_in_database(db: str | None, config: Path | None, name: str) -> dict[str, Any]:
     from tresen.relay.admin.models import AdminPrincipal
     from tresen.relay.admin.service import do_create_token_in
-    from tresen.storage.engine import open_database
+    from tresen.storage.engine import open_database, sqlite_path
 
+    if not (db or config or os.environ.get("TRESEN_DB") or os.environ.get("TRESEN_CONFIG")):
+        err.print(
+            "[red]error:[/red] say which database gets the token: "
+            "--db sqlite:///tresen-data/relay.db (or postgresql://...) or --config FILE; "
+            "or pass --token to create one through a running relay"
+        )
+        raise typer.Exit(2)
     try:
         settings = load(file=config, overrides={"db": db})
     except TresenError as exc:
         err.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(2) from exc
-    actor = AdminPrincipal(admin_id=None, name=f"console:{getpass.getuser()}")
+    path = sqlite_path(settings.db)
+    if path and not Path(path).exists():
+        err.print(
+            f"[red]error:[/red] no database at {path}: start the relay once (`tresen serve`) or "
+            f"run `tresen migrate --db {settings.db}` first"
+        )
+        raise typer.Exit(1)
+    actor = AdminPrincipal(admin_id=None, name=f"console:{_operator()}")
 
     async def run() -> dict[str, Any]:
         database = open_database(settings.db, sqlite_synchronous=settings.sqlite_synchronous)
