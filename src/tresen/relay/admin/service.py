@@ -8,6 +8,7 @@ import secrets
 from tresen.errors import Forbidden, NotFound, Unauthorized
 from tresen.protocol.codes import Code
 from tresen.relay.accounts import store as account_store
+from tresen.relay.accounts.service import hash_token
 from tresen.relay.admin import audit, store
 from tresen.relay.admin.models import (
     AdminPrincipal,
@@ -58,7 +59,7 @@ class AdminService:
 
         found = await self.db.run_interaction("admin_by_token", lookup, write=False)
         if found is None:
-            device_hash = hashlib.sha256(token.encode()).digest()
+            device_hash = hash_token(token)
             user = await self.db.run_interaction(
                 "admin_user_token",
                 lambda txn: account_store.principal_by_token(txn, device_hash),
