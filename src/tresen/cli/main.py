@@ -142,6 +142,9 @@ def _register_admin() -> None:
     from tresen.cli.admin import admin_app
 
     app.add_typer(admin_app, name="admin")
+    from tresen.cli.admin_policy import register
+
+    register(admin_app)  # templates, reports, billing, rate-card, policy (issue 4 part B)
 
 
 _register_admin()

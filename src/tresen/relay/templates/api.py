@@ -110,6 +110,15 @@ async def admin_templates(
     return await templates.access_admin_templates(status, business, after, limit)
 
 
+@get("/templates/{template_id:int}", dependencies=ADMIN, summary="One template, any business")
+async def admin_template(
+    admin: NamedDependency[AdminPrincipal],
+    template_id: FromPath[int],
+    templates: NamedDependency[TemplateService],
+) -> Template:
+    return await templates.access_admin_template(template_id)
+
+
 @post(
     "/templates/{template_id:int}/review",
     dependencies=ADMIN,
@@ -170,5 +179,11 @@ business_router = Router(
 admin_router = Router(
     path="/v1/admin",
     tags=["admin"],
-    route_handlers=[admin_templates, review_template, disable_template, reinstate_template],
+    route_handlers=[
+        admin_templates,
+        admin_template,
+        review_template,
+        disable_template,
+        reinstate_template,
+    ],
 )

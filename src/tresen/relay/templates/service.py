@@ -174,6 +174,14 @@ class TemplateService:
         )
         return [template_of(r) for r in rows]
 
+    async def access_admin_template(self, template_id: int) -> Template:
+        row = await self.db.run_interaction(
+            "admin_template", lambda txn: store.by_id(txn, template_id), write=False
+        )
+        if row is None or row[7] == "DELETED":
+            raise NotFound(f"no template {template_id}", code=Code.TEMPLATE_NOT_FOUND)
+        return template_of(row)
+
     async def _admin_change(
         self,
         admin: AdminPrincipal,
