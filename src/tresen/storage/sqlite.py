@@ -8,11 +8,17 @@ written against the async :class:`~tresen.storage.engine.Txn`; here its methods 
 so an interaction's coroutine is driven to its end in the thread in one step. An interaction
 must therefore await nothing but its transaction (the rule for every engine: no I/O, no events
 inside a transaction); one that does fails loudly in tests.
+
+Checkpoints (copying the WAL back into the database file, with its own fsyncs) never run inside
+a commit: automatic checkpoints are off on the writer's connection, and a third thread runs a
+passive checkpoint on a connection of its own every :attr:`SqliteDatabase.checkpoint_every`
+seconds after writes, so no sender waits behind one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +35,7 @@ from tresen.storage.engine import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("tresen.storage")
 
 _TYPES = {"BYTEA": "BLOB"}
 
@@ -77,6 +84,10 @@ def _drive(name: str, fn: Interaction[T], txn: SqliteTxn) -> T:
     )
 
 
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
 def _read(conn: sqlite3.Connection, name: str, fn: Interaction[T]) -> T:
     return _drive(name, fn, SqliteTxn(conn))
 
@@ -99,6 +110,7 @@ def _write(conn: sqlite3.Connection, name: str, fn: Interaction[T]) -> T:
 
 class SqliteDatabase:
     dialect = "sqlite"
+    checkpoint_every = 0.5
 
     def __init__(self, path: str, *, synchronous: str = "full") -> None:
         self.path = path
@@ -112,6 +124,8 @@ class SqliteDatabase:
             if path == ":memory:"  # one connection: one thread
             else ThreadPoolExecutor(1, thread_name_prefix="sqlite-read")
         )
+        self._checkpointer: asyncio.Task[None] | None = None
+        self._writes = 0
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -128,8 +142,34 @@ class SqliteDatabase:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._write = self._connect()
         self._read = self._connect() if self.path != ":memory:" else self._write
+        if self.path != ":memory:":
+            self._write.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpointer = asyncio.create_task(self._checkpoints(), name="sqlite-checkpoint")
+
+    async def _checkpoints(self) -> None:
+        conn = self._connect()
+        pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-checkpoint")
+        loop = asyncio.get_running_loop()
+        try:
+            seen = 0
+            while True:
+                await asyncio.sleep(self.checkpoint_every)
+                if self._writes != seen:
+                    seen = self._writes
+                    try:
+                        await loop.run_in_executor(pool, _checkpoint, conn)
+                    except sqlite3.Error as exc:
+                        log.warning("WAL checkpoint failed (will retry): %s", exc)
+        finally:
+            await loop.run_in_executor(pool, _checkpoint, conn)
+            pool.shutdown(wait=True)
+            conn.close()
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            await asyncio.gather(self._checkpointer, return_exceptions=True)
+            self._checkpointer = None
         async with self._lock:
             for conn in {id(c): c for c in (self._read, self._write) if c}.values():
                 conn.close()
@@ -147,6 +187,7 @@ class SqliteDatabase:
             assert self._write is not None, "database is not open"
             async with self._lock:
                 result = await loop.run_in_executor(self._writer, _write, self._write, name, fn)
+                self._writes += 1
         timer.done()
         return result
 
