@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tresen.client import Credentials, Device
 from tresen.client.media import EncryptedFile, download_attachment, fetch_attachment
 from tresen.errors import CryptoError, NotFound
 from tresen.protocol.codes import Code
@@ -404,6 +405,8 @@ async def test_expiry_after_the_ttl(relay: Harness) -> None:
     relay.clock.advance(599)
     assert await media.do_purge_expired() == 0
     relay.clock.advance(2)
+    # expired is gone at once, before the purge took the bytes
+    error(await patch(alice, unfinished, 100, b"more"), 404, Code.MEDIA_NOT_FOUND)
     assert await media.do_purge_expired() == 1  # the upload nobody finished
     assert not staged_path(relay, unfinished).exists()
     error(await alice.http.get(f"/v1/media/{unfinished}/info"), 404, Code.MEDIA_NOT_FOUND)
@@ -411,6 +414,8 @@ async def test_expiry_after_the_ttl(relay: Harness) -> None:
     relay.clock.advance(3600 - 601 - 5)
     assert await media.do_purge_expired() == 0
     relay.clock.advance(6)
+    error(await bob.http.get(f"/v1/media/{mid}"), 404, Code.MEDIA_NOT_FOUND)
+    assert blob_path(relay, mid).exists()
     assert await media.do_purge_expired() == 1  # never fetched, but its time is up
     assert not blob_path(relay, mid).exists()
     error(await bob.http.get(f"/v1/media/{mid}"), 404, Code.MEDIA_NOT_FOUND)
@@ -492,3 +497,59 @@ async def test_quota_per_account(relay: Harness) -> None:
     await create(bob, "sticker", 9_000)  # another account has its own quota
     assert (await alice.http.delete(f"/v1/media/{first}")).status_code == 204
     await create(alice, "sticker", 1)  # deleting freed a place
+
+
+async def test_one_writer_per_upload(relay: Harness) -> None:
+    alice = await relay.new_device()
+    first, second = os.urandom(2 * MiB), os.urandom(2 * MiB)
+    mid = (await create(alice, "image", len(first)))["media_id"]
+    reader, writer = await raw_request(
+        relay, patch_head(relay, alice, mid, 0, f"Content-Length: {len(first)}\r\n")
+    )
+    writer.write(first[:MiB])
+    await writer.drain()
+    for _ in range(200):  # until the relay is writing the first request's bytes
+        if staged_path(relay, mid).exists() and staged_path(relay, mid).stat().st_size:
+            break
+        await asyncio.sleep(0.02)
+    # a second PATCH at the same offset waits for the first instead of writing alongside it
+    racing = asyncio.create_task(patch(alice, mid, 0, second))
+    await asyncio.sleep(0.3)
+    assert not racing.done()
+    writer.write(first[MiB:])
+    await writer.drain()
+    assert b" 200 " in await asyncio.wait_for(reader.readline(), 30)
+    writer.close()
+    error(await racing, 409, Code.UPLOAD_COMPLETE)
+    assert (await alice.http.get(f"/v1/media/{mid}")).content == first
+
+
+async def test_info_announces_the_limits(relay: Harness) -> None:
+    async with relay.client() as http:
+        limits = (await http.get("/v1/info")).json()["media_max_bytes"]
+    assert limits == {
+        "image": 16 * MiB,
+        "video": 64 * MiB,
+        "audio": 16 * MiB,
+        "document": 100 * MiB,
+        "sticker": 500 * 1024,
+    }
+
+
+async def test_the_blocking_sdk_sends_and_receives_attachments(
+    relay: Harness, tmp_path: Path
+) -> None:
+    a, b = await relay.new_device(), await relay.new_device()
+    photo = os.urandom(200_000)
+
+    def blocking() -> bytes:
+        with (
+            Device(Credentials(relay.url, a.account_id, a.device_id, a.token)) as alice,
+            Device(Credentials(relay.url, b.account_id, b.device_id, b.token)) as bob,
+        ):
+            sent = alice.upload_attachment(photo, kind="image", recipients=[b.account_id])
+            wire = sent.file.to_json()  # what the encrypted message would carry
+            target = bob.download_attachment(EncryptedFile.from_json(wire), tmp_path / "p.jpg")
+            return target.read_bytes()
+
+    assert await asyncio.to_thread(blocking) == photo

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Coroutine
+from os import PathLike
+from pathlib import Path
 from typing import Any, TypeVar
 
+from tresen.client import media
 from tresen.client.device import AsyncDevice, Credentials
 from tresen.protocol.frames import Item
 
@@ -56,6 +59,31 @@ class Device:
 
     def recv(self, timeout: float | None = 10.0) -> Item:
         return self._loop.run(self._async.recv(timeout))
+
+    def upload_attachment(
+        self,
+        source: bytes | str | PathLike[str],
+        *,
+        kind: media.MediaKind,
+        recipients: media.Recipients | None = None,
+        progress: media.Progress | None = None,
+    ) -> media.Attachment:
+        """Encrypt and upload (``progress`` is called from the SDK's loop thread)."""
+        return self._loop.run(
+            self._async.upload_attachment(
+                source, kind=kind, recipients=recipients, progress=progress
+            )
+        )
+
+    def download_attachment(
+        self,
+        file: media.EncryptedFile,
+        target: str | PathLike[str],
+        *,
+        progress: media.Progress | None = None,
+    ) -> Path:
+        """Download, verify and decrypt into ``target`` (created only if the hash matches)."""
+        return self._loop.run(self._async.download_attachment(file, target, progress=progress))
 
     def close(self) -> None:
         self._loop.run(self._async.close())

@@ -39,7 +39,7 @@ from tresen.relay.keys.api import router as keys_router
 from tresen.relay.keys.service import KeyService
 from tresen.relay.media.api import router as media_router
 from tresen.relay.media.blobs import FileBlobStore, default_media_dir
-from tresen.relay.media.service import MediaService
+from tresen.relay.media.service import MediaService, limits_of
 from tresen.relay.policy import routes as policy_routes
 from tresen.relay.presence.service import PresenceService
 from tresen.relay.services import Services
@@ -58,6 +58,8 @@ class Info(msgspec.Struct):
     max_devices: int
     max_envelope_bytes: int
     max_group_members: int
+    #: the largest upload per media kind, in bytes
+    media_max_bytes: dict[str, int]
 
 
 async def build_services(
@@ -184,6 +186,7 @@ class RelayApp:
                 max_devices=settings.max_devices,
                 max_envelope_bytes=settings.max_envelope_bytes,
                 max_group_members=settings.max_group_members,
+                media_max_bytes={str(k): v for k, v in limits_of(settings).items()},
             )
 
         @get("/healthz", summary="Liveness", tags=["relay"], include_in_schema=False)
@@ -197,7 +200,12 @@ class RelayApp:
 
         http = Litestar(
             route_handlers=[
-                *[info, healthz, openapi, accounts_router, keys_router, groups_router],
+                info,
+                healthz,
+                openapi,
+                accounts_router,
+                keys_router,
+                groups_router,
                 media_router,
             ],
             dependencies={

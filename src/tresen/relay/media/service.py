@@ -214,7 +214,7 @@ class MediaService:
     async def _row(self, media_id: str) -> MediaRow:
         check_media_id(media_id)
         row = await self._run("get_media", lambda txn: store.get_media(txn, media_id), write=False)
-        if row is None:
+        if row is None or row.expires_at <= self.clock.now_ms():  # expired: gone already
             raise _not_found(media_id)
         return row
 
