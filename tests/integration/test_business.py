@@ -122,6 +122,9 @@ async def test_slugs_are_unique_and_generated(relay: Harness) -> None:
         assert page.headers["content-type"].startswith("text/html")
         assert "Corner Shop" in page.text
         assert f"tresen://business/{owner.account_id}?source=link" in page.text
+        scanned = await anonymous.get("/b/the-corner?src=qr")
+        assert f"tresen://business/{owner.account_id}?source=qr" in scanned.text
+        error(await anonymous.get("/b/the-corner?src=fax"), 400, Code.BAD_REQUEST)
         as_json = await anonymous.get("/b/the-corner", headers={"accept": "application/json"})
         assert as_json.json()["account_id"] == owner.account_id
         error(await anonymous.get("/b/corner-shop"), 404, Code.NOT_A_BUSINESS)
@@ -177,7 +180,7 @@ async def test_qr_codes_encode_the_short_link(relay: Harness) -> None:
         assert png.status_code == 200 and png.headers["content-type"] == "image/png"
         assert png.content.startswith(b"\x89PNG\r\n\x1a\n")
         decoded = zxingcpp.read_barcodes(Image.open(io.BytesIO(png.content)).convert("L"))
-        assert [d.text for d in decoded] == [biz["short_link"]]
+        assert [d.text for d in decoded] == [biz["short_link"] + "?src=qr"]
         svg = await anonymous.get(f"/v1/business/{owner.account_id}/qr.svg")
         assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
         root = ET.fromstring(svg.content)  # noqa: S314 - our own output

@@ -27,4 +27,4 @@ async def test_links_use_the_public_url(relay: Harness) -> None:
     assert profile["short_link"] == "https://chat.example/b/proxy-pub"
     png = await person.http.get(f"/v1/business/{owner.account_id}/qr.png")
     decoded = zxingcpp.read_barcodes(Image.open(io.BytesIO(png.content)).convert("L"))
-    assert [d.text for d in decoded] == ["https://chat.example/b/proxy-pub"]
+    assert [d.text for d in decoded] == ["https://chat.example/b/proxy-pub?src=qr"]

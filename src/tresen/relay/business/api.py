@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from html import escape
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from litestar import Request, Response, Router, delete, get, patch, post, put
 from litestar.di import NamedDependency, Provide
@@ -38,6 +38,11 @@ QrScale = Annotated[int, QueryParameter(ge=1, le=40)]
 def base_url(request: Request[Any, Any, Any], business: BusinessService) -> str:
     """Where short links point: the configured public URL, else this request's base URL."""
     return business.settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
+
+
+def qr_target(profile: BusinessProfile) -> str:
+    """What a QR code encodes: the short link, marked so the entry is recorded as a QR scan."""
+    return f"{profile.short_link}?src=qr"
 
 
 @post("", dependencies=AUTH, status_code=201, summary="Make this account a business")
@@ -168,7 +173,7 @@ async def qr_code_png(
     scale: QrScale = 8,
 ) -> Response[bytes]:
     profile = await business.access_profile(account_id, base_url(request, business))
-    png = await asyncio.to_thread(qr_png, profile.short_link, scale=scale)  # ~20 ms: off the loop
+    png = await asyncio.to_thread(qr_png, qr_target(profile), scale=scale)  # ~20 ms: off the loop
     return Response(png, media_type="image/png")
 
 
@@ -184,7 +189,7 @@ async def qr_code_svg(
     scale: QrScale = 8,
 ) -> Response[bytes]:
     profile = await business.access_profile(account_id, base_url(request, business))
-    svg = await asyncio.to_thread(qr_svg, profile.short_link, scale=scale)
+    svg = await asyncio.to_thread(qr_svg, qr_target(profile), scale=scale)
     return Response(svg, media_type="image/svg+xml")
 
 
@@ -224,11 +229,14 @@ async def short_link(
     request: Request[Any, Any, Any],
     slug: FromPath[str],
     business: NamedDependency[BusinessService],
+    src: Annotated[Literal["link", "qr"], QueryParameter()] = "link",
 ) -> Response[Any]:
+    """The app that opens the ``tresen://`` link records the entry (``POST /v1/entry/{id}``
+    with this ``source``), which opens the 72-hour free entry-point window."""
     profile = await business.access_profile_by_slug(slug, base_url(request, business))
     if "application/json" in request.headers.get("accept", ""):
         return Response(profile)
-    open_link = f"tresen://business/{profile.account_id}?source=link"
+    open_link = f"tresen://business/{profile.account_id}?source={src}"
     badge = " &#10004; verified" if profile.verified else ""
     page = (
         "<!doctype html><html><head><meta charset='utf-8'>"
