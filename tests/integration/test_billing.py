@@ -238,3 +238,21 @@ async def test_people_never_pay(relay: Harness) -> None:
         return int(row[0])
 
     assert await relay.services.db.run_interaction("count", count, write=False) == 0
+
+
+async def test_a_delivery_after_a_restart_is_priced_from_the_meter(relay: Harness) -> None:
+    shop = await make_business(relay)
+    await approved_template(relay, shop, "promo", "MARKETING")
+    person = await relay.new_device()
+    await opt_in(person, shop, "marketing")
+    await top_up(relay, shop, 100)
+    conn = await shop.connect()
+    await send(conn, person, template("promo", "MARKETING"))
+    gate = relay.services.policy
+    await gate.flush()
+    gate.pending.clear()  # as after a restart: only the store knows the send
+    pconn = await person.connect()
+    await messages(pconn, 1)
+    body = await usage(relay, shop, 1)
+    assert (body["rows"][0]["pricing_type"], body["amount_minor"]) == ("regular", 11)
+    assert (await shop.http.get("/v1/business/account")).json()["balance_minor"] == 89

@@ -115,6 +115,8 @@ class PolicyGate:
         self.delivered: list[tuple[int, str, int, int]] = []
         #: (business, envelope, person) -> (category, country, pricing type) until delivered
         self.pending: dict[tuple[int, str, int], tuple[str, str, str]] = {}
+        #: delivered lately: another device of the same person acknowledging it costs nothing
+        self.recent: OrderedDict[tuple[int, str, int], None] = OrderedDict()
         self.flushes = 0
         self.rates_stale = False
         self._lock = asyncio.Lock()
@@ -545,28 +547,49 @@ class PolicyGate:
         delivered, self.delivered = self.delivered, []
         if not (threads or sends or delivered):
             return
-        pending = self.pending
+        pending, recent = self.pending, self.recent
         rates = self.rates
+
+        # a send delivered before this flush is written delivered, priced and charged at once
+        fresh: dict[tuple[int, str, int], store.MeterRow] = {
+            (r[0], r[1], r[2]): (*r, None, 0, "", 0) for r in sends
+        }
+        local: dict[int, int] = {}
+        later: list[tuple[int, str, int, int]] = []
+        for business, envelope_id, person, at in delivered:
+            key = (business, envelope_id, person)
+            row = fresh.get(key)
+            if row is None:
+                later.append((business, envelope_id, person, at))
+            elif row[10] is None:  # the first of the person's devices to acknowledge it
+                price = rates.price(row[4], row[7]) if row[6] == "regular" else 0
+                fresh[key] = (*row[:10], at, price, rates.currency, 1)
+                local[business] = local.get(business, 0) + price
+        meter = list(fresh.values())
 
         async def write(txn: Txn) -> dict[int, int]:
             if threads:
                 await store.upsert_threads(txn, threads)
-            if sends:
-                await store.insert_sends(txn, sends)
-            charges: dict[int, int] = {}
-            for business, envelope_id, person, at in delivered:
+            if meter:
+                await store.insert_sends(txn, meter)
+            priced: list[store.DeliveryRow] = []
+            for business, envelope_id, person, at in later:
                 meta = pending.get((business, envelope_id, person))
-                if meta is None:
+                if meta is None and (business, envelope_id, person) in recent:
+                    continue
+                if meta is None:  # sent before a restart: the meter row has what it needs
                     row = await store.send_meta(txn, business, envelope_id, person)
                     if row is None:
                         continue  # already delivered to another device, or not a metered send
                     meta = (row[0], row[1], row[2])
                 category, country, kind_of_price = meta
                 price = rates.price(category, country) if kind_of_price == "regular" else 0
-                if await store.mark_delivered(
-                    txn, business, envelope_id, person, at, price, rates.currency
-                ):
-                    charges[business] = charges.get(business, 0) + price
+                priced.append((at, price, rates.currency, business, envelope_id, person))
+            if priced:
+                await store.mark_delivered(txn, priced)
+            charges = await store.take_charges(txn) if priced else {}
+            for business, amount in local.items():
+                charges[business] = charges.get(business, 0) + amount
             for business, amount in charges.items():
                 if amount:
                     await store.charge(txn, business, amount)
@@ -583,6 +606,9 @@ class PolicyGate:
         self.flushes += 1
         for business, envelope_id, person, _ in delivered:
             pending.pop((business, envelope_id, person), None)
+            recent[(business, envelope_id, person)] = None
+        while len(recent) > 100_000:
+            recent.popitem(last=False)
         for business, amount in charges.items():
             state = self.biz.get(business)
             if state is not None:

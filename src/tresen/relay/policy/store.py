@@ -124,11 +124,16 @@ async def upsert_threads(txn: Txn, rows: Sequence[ThreadRow]) -> None:
     await txn.executemany(_UPSERT_THREADS, rows)
 
 
-async def insert_sends(txn: Txn, rows: Sequence[SendRow]) -> None:
+#: a :data:`SendRow` + (delivered_at, price_minor, currency, charged)
+MeterRow = tuple[int, str, int, str, str, str, str, str, int, int, int | None, int, str, int]
+
+
+async def insert_sends(txn: Txn, rows: Sequence[MeterRow]) -> None:
     await txn.executemany(
         "INSERT INTO business_sends (business_id, envelope_id, person_id, kind, category, "
-        "template, pricing_type, country, initiated, sent_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        "template, pricing_type, country, initiated, sent_at, delivered_at, price_minor, "
+        "currency, charged) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
         rows,
     )
 
@@ -144,21 +149,32 @@ async def send_meta(txn: Txn, business: int, envelope_id: str, person: int) -> R
     )
 
 
-async def mark_delivered(
-    txn: Txn, business: int, envelope_id: str, person: int, at: int, price: int, currency: str
-) -> bool:
-    """Price a send on its first delivery; False if it was already delivered (or unknown)."""
-    changed = await txn.execute(
+#: (delivered_at, price_minor, currency, business, envelope_id, person)
+DeliveryRow = tuple[int, int, str, int, str, int]
+
+
+async def mark_delivered(txn: Txn, rows: Sequence[DeliveryRow]) -> None:
+    """Price sends on their first delivery (a later delivery to another device changes
+    nothing)."""
+    await txn.executemany(
         "UPDATE business_sends SET delivered_at = ?, price_minor = ?, currency = ? "
         "WHERE business_id = ? AND envelope_id = ? AND person_id = ? AND delivered_at IS NULL",
-        at,
-        price,
-        currency,
-        business,
-        envelope_id,
-        person,
+        rows,
     )
-    return changed > 0
+
+
+async def take_charges(txn: Txn) -> dict[int, int]:
+    """Mark every delivered, uncharged send charged; return the amount per business.
+
+    One statement: with PostgreSQL each row is charged by exactly one node's flush."""
+    rows = await txn.fetch(
+        "UPDATE business_sends SET charged = 1 WHERE charged = 0 AND delivered_at IS NOT NULL "
+        "RETURNING business_id, price_minor"
+    )
+    charges: dict[int, int] = {}
+    for business, price in rows:
+        charges[int(business)] = charges.get(int(business), 0) + int(price)
+    return charges
 
 
 async def charge(txn: Txn, business: int, amount: int) -> None:

@@ -104,8 +104,12 @@ CREATE TABLE business_sends (
     delivered_at BIGINT,
     price_minor BIGINT NOT NULL DEFAULT 0,
     currency TEXT NOT NULL DEFAULT '',
+    -- 1 once the price is taken from the business's balance
+    charged INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (business_id, envelope_id, person_id)
 );
+CREATE INDEX business_sends_uncharged ON business_sends (business_id)
+    WHERE charged = 0 AND delivered_at IS NOT NULL;
 CREATE INDEX business_sends_sent ON business_sends (business_id, sent_at);
 CREATE INDEX business_sends_delivered ON business_sends (business_id, delivered_at);
 
