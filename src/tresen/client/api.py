@@ -127,6 +127,98 @@ class RelayAPI:
         )
         return result
 
+    # business accounts (docs/business.md)
+    async def _dict(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request(method, path, **kwargs)
+        return result
+
+    async def create_business(self, display_name: str, **profile: Any) -> dict[str, Any]:
+        body = {"display_name": display_name, **profile}
+        return await self._dict("POST", "/v1/business", json=body)
+
+    async def business(self) -> dict[str, Any]:
+        """This account's business with its private settings."""
+        return await self._dict("GET", "/v1/business")
+
+    async def update_business(self, **changes: Any) -> dict[str, Any]:
+        return await self._dict("PATCH", "/v1/business", json=changes)
+
+    async def business_profile(
+        self, account_id: int | None = None, *, slug: str | None = None
+    ) -> dict[str, Any]:
+        """A business's public profile (with ``verified``), by account id or short-link slug."""
+        if (account_id is None) == (slug is None):
+            raise ValueError("give exactly one of account_id or slug")
+        path = f"/v1/business/{account_id}" if slug is None else f"/v1/business/by-slug/{slug}"
+        return await self._dict("GET", path)
+
+    async def set_business_hours(self, hours: dict[str, Any]) -> dict[str, Any]:
+        return await self._dict("PUT", "/v1/business/hours", json=hours)
+
+    async def set_greeting(self, **settings: Any) -> dict[str, Any]:
+        return await self._dict("PUT", "/v1/business/greeting", json=settings)
+
+    async def set_away(self, **settings: Any) -> dict[str, Any]:
+        return await self._dict("PUT", "/v1/business/away", json=settings)
+
+    async def apply_verification(
+        self, legal_name: str, registration_number: str, domain: str
+    ) -> dict[str, Any]:
+        body = {
+            "legal_name": legal_name,
+            "registration_number": registration_number,
+            "domain": domain,
+        }
+        return await self._dict("POST", "/v1/business/verification", json=body)
+
+    async def verification(self) -> dict[str, Any]:
+        return await self._dict("GET", "/v1/business/verification")
+
+    async def business_person(self, account_id: int) -> dict[str, Any]:
+        """As a business: a person's scoped id (and phone, if they shared it)."""
+        return await self._dict("GET", f"/v1/business/people/{account_id}")
+
+    async def share_phone(self, business_id: int, share: bool = True) -> dict[str, Any]:
+        """As a person: share your phone number with one business, or stop."""
+        method = "POST" if share else "DELETE"
+        return await self._dict(method, f"/v1/business/{business_id}/share-phone")
+
+    async def catalog(
+        self, business_id: int, *, after: int | None = None, limit: int = 50
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        return await self._dict("GET", f"/v1/business/{business_id}/products", params=params)
+
+    async def add_product(self, **product: Any) -> dict[str, Any]:
+        return await self._dict("POST", "/v1/business/products", json=product)
+
+    async def update_product(self, product_id: int, **changes: Any) -> dict[str, Any]:
+        return await self._dict("PATCH", f"/v1/business/products/{product_id}", json=changes)
+
+    async def delete_product(self, product_id: int) -> None:
+        await self.request("DELETE", f"/v1/business/products/{product_id}")
+
+    async def quick_replies(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.request("GET", "/v1/business/quick-replies")
+        return result
+
+    async def add_quick_reply(self, shortcut: str, text: str) -> dict[str, Any]:
+        body = {"shortcut": shortcut, "text": text}
+        return await self._dict("POST", "/v1/business/quick-replies", json=body)
+
+    async def labels(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.request("GET", "/v1/business/labels")
+        return result
+
+    async def add_label(self, name: str, color: str = "#25D366") -> dict[str, Any]:
+        return await self._dict("POST", "/v1/business/labels", json={"name": name, "color": color})
+
+    async def label_chat(self, label_id: int, chat: int, on: bool = True) -> None:
+        method = "PUT" if on else "DELETE"
+        await self.request(method, f"/v1/business/labels/{label_id}/chats/{chat}")
+
     # media (the bytes are ciphertext: see tresen.client.media)
     async def create_upload(
         self, kind: str, size: int, recipients: list[dict[str, int]] | None = None
