@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -553,3 +555,32 @@ async def test_the_blocking_sdk_sends_and_receives_attachments(
             return target.read_bytes()
 
     assert await asyncio.to_thread(blocking) == photo
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+async def test_curl_uploads_and_resumes_a_download(relay: Harness, tmp_path: Path) -> None:
+    """A third-party client: curl PATCHes a file (it sends 'Expect: 100-continue' for large
+    bodies) and resumes a download with '-C -'."""
+    alice, bob = await relay.new_device(), await relay.new_device()
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(os.urandom(3 * MiB))
+    mid = (await create(alice, "document", 3 * MiB, [{"account_id": bob.account_id}]))["media_id"]
+    url = f"{relay.url}/v1/media/{mid}"
+
+    async def curl(*args: str) -> tuple[int, bytes]:
+        proc = await asyncio.create_subprocess_exec(
+            "curl", "-sS", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err
+        return proc.returncode, out
+
+    _, out = await curl(
+        "-X", "PATCH", "--data-binary", f"@{blob}", "-H", "Upload-Offset: 0",
+        "-H", f"Authorization: Bearer {alice.token}", url,
+    )  # fmt: skip
+    assert json.loads(out)["complete"] is True
+    partial = tmp_path / "download.bin"
+    partial.write_bytes(blob.read_bytes()[:MiB])  # as if an earlier download broke off
+    await curl("-C", "-", "-o", str(partial), "-H", f"Authorization: Bearer {bob.token}", url)
+    assert partial.read_bytes() == blob.read_bytes()

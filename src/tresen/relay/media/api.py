@@ -70,6 +70,11 @@ async def create_upload(
     dependencies=AUTH,
     request_max_body_size=None,
     summary="Append bytes at 'Upload-Offset'; the upload completes at its last byte",
+    description="Headers: `Upload-Offset: <bytes>` (required; must equal the upload's current "
+    "offset, else 409 upload_offset_mismatch with fields.offset), `Content-Length` or a chunked "
+    "body. The body is the raw ciphertext. Past the declared size: 413 media_too_large, and "
+    "nothing of the request is kept. A broken request keeps what arrived; GET .../info says "
+    "where to resume.",
 )
 async def append(
     request: Request[Any, Any, Any],
@@ -85,6 +90,9 @@ async def append(
     "/media/{media_id:str}",
     dependencies=AUTH,
     summary="Download a complete blob (uploader and granted devices); supports Range",
+    description="Streams `application/octet-stream` with `Content-Length` and "
+    "`Accept-Ranges: bytes`; `Range: bytes=a-b` (one range) answers 206 with `Content-Range`. "
+    "Not granted, unknown or expired: 404 media_not_found.",
 )
 async def download(
     request: Request[Any, Any, Any],
