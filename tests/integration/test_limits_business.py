@@ -144,3 +144,23 @@ async def test_throughput_per_business(relay: Harness) -> None:
     # people are never limited by a business's throughput
     for _ in range(5):
         await send(pconn, shop)
+
+
+async def test_feedback_counts_once_per_person_the_business_wrote_to(relay: Harness) -> None:
+    shop = await make_business(relay)
+    await approved_template(relay, shop)
+    (customer,) = await _people(relay, shop, 1)
+    stranger = await relay.new_device()
+    conn = await shop.connect()
+    await send(conn, customer, template())
+    for reporter in (customer, customer, customer, stranger, stranger):
+        r = await reporter.http.post(
+            "/v1/reports", json={"account": shop.account_id, "reason": "spam"}
+        )
+        assert r.status_code == 201, r.text
+    r = await stranger.http.post("/v1/blocks", json={"account": shop.account_id})
+    assert r.status_code == 201
+    async with await admin_client(relay) as admin:
+        standing = (await admin.get(f"/v1/admin/policy/{shop.account_id}")).json()
+    # three reports by one customer are one; a stranger's reports and block are none
+    assert (standing["reports"], standing["blocks"], standing["sends"]) == (1, 0, 1)

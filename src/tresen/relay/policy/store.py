@@ -216,11 +216,19 @@ async def initiated_sends(txn: Txn, business: int, since: int) -> list[tuple[str
     return [(r[0], int(r[1])) for r in rows]
 
 
+#: feedback counts once per person and kind, and only from people the business wrote to
+#: (strangers, or one person reporting again and again, cannot sink a business's rating)
+_FROM_RECIPIENTS = (
+    "EXISTS (SELECT 1 FROM business_sends b WHERE b.business_id = quality_signals.business_id "
+    "AND b.person_id = quality_signals.person_id)"
+)
+
+
 async def signals(txn: Txn, business: int, since: int) -> list[tuple[str, str, int]]:
-    """Negative signals since ``since``: (kind, template, count)."""
+    """Negative signals since ``since``: (kind, template, people)."""
     rows = await txn.fetch(
-        "SELECT kind, template, count(*) FROM quality_signals "
-        "WHERE business_id = ? AND at > ? GROUP BY kind, template",
+        "SELECT kind, template, count(DISTINCT person_id) FROM quality_signals "  # noqa: S608
+        f"WHERE business_id = ? AND at > ? AND {_FROM_RECIPIENTS} GROUP BY kind, template",
         business,
         since,
     )
@@ -306,8 +314,8 @@ async def template_feedback(
         since,
     )
     rows = await txn.fetch(
-        "SELECT kind, count(*) FROM quality_signals WHERE business_id = ? AND template = ? "
-        "AND at > ? GROUP BY kind",
+        "SELECT kind, count(DISTINCT person_id) FROM quality_signals "  # noqa: S608
+        f"WHERE business_id = ? AND template = ? AND at > ? AND {_FROM_RECIPIENTS} GROUP BY kind",
         business,
         template,
         since,
