@@ -51,7 +51,7 @@ from tresen.client.crypto.verification import PREFIX, SasVerification
 from tresen.client.device import AsyncDevice
 from tresen.client.media import EncryptedFile, MediaKind, fetch_attachment
 from tresen.errors import CryptoError, DeviceListMismatch, Unavailable
-from tresen.protocol.frames import Item, KeysLow
+from tresen.protocol.frames import BizMeta, Item, KeysLow
 
 log = logging.getLogger("tresen.client.secure")
 
@@ -330,8 +330,12 @@ class SecureDevice:
         *,
         type: str = MESSAGE,
         id: str | None = None,
+        biz: BizMeta | None = None,
     ) -> str:
-        """Send to every device of ``to`` and our other devices; returns the envelope id."""
+        """Send to every device of ``to`` and our other devices; returns the envelope id.
+
+        A business (its gateway) marks the envelope with ``biz`` (docs/business-rules.md).
+        """
         if isinstance(content, str):
             content = {"msgtype": "m.text", "body": content}
         body = content
@@ -339,13 +343,14 @@ class SecureDevice:
         def events(device: DeviceIdentity) -> list[EncryptedEvent]:
             return [self.machine.encrypt_olm(device, type, body, to=str(to))]
 
-        return await self._send_olm(to, events, id)
+        return await self._send_olm(to, events, id, biz)
 
     async def _send_olm(
         self,
         to: int,
         make: Callable[[DeviceIdentity], list[EncryptedEvent]],
         id: str | None,
+        biz: BizMeta | None = None,
     ) -> str:
         conn = self.device._live()
         envelope_id = id or new_envelope_id()
@@ -364,7 +369,7 @@ class SecureDevice:
                     payloads[device] = encode_envelope(events)
                 self.machine.save()
             try:
-                await conn.send(to, payloads, id=envelope_id)
+                await conn.send(to, payloads, id=envelope_id, biz=biz)
                 return envelope_id
             except DeviceListMismatch as exc:
                 changed = self._learn(exc)

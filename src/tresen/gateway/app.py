@@ -1,0 +1,218 @@
+"""The gateway's composition root: database, :class:`Gateway`, routes, server.
+
+``GatewayApp`` is an ASGI app: it strips the Graph version prefix (``/v22.0``, ``/v26.0``; any
+``vNN.N``) and hands the request to Litestar, whose exception handlers answer every error in the
+Graph envelope. ``GatewayServer`` runs it under uvicorn on a socket (port 0 picks one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, cast
+
+import uvicorn
+from litestar import Litestar, Request, Response, get
+from litestar.di import Provide
+from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.types import Receive, Scope, Send
+
+from tresen import __version__
+from tresen.errors import TresenError
+from tresen.gateway import store
+from tresen.gateway.cloudapi import account, api, templates
+from tresen.gateway.cloudapi.errors import GraphError, from_relay, unknown_node
+from tresen.gateway.service import Gateway, GatewaySettings
+from tresen.storage.engine import Database, open_database
+
+log = logging.getLogger("tresen.gateway.http")
+VERSION = re.compile(rb"^/v\d{1,3}\.\d{1,3}(?=/)")
+
+
+def _graph(exc: GraphError) -> Response[Any]:
+    return Response(exc.body(), status_code=exc.status)
+
+
+def on_graph(_: Request[Any, Any, Any], exc: GraphError) -> Response[Any]:
+    return _graph(exc)
+
+
+def on_tresen(_: Request[Any, Any, Any], exc: TresenError) -> Response[Any]:
+    return _graph(from_relay(exc))
+
+
+def on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if exc.status_code == 404:
+        return _graph(unknown_node(request.url.path.strip("/")))
+    if exc.status_code == 405:
+        return _graph(GraphError(100, f"{request.method} is not supported on this path"))
+    if exc.status_code == 413:
+        return _graph(GraphError(131053, "the request is too large"))
+    return _graph(GraphError(100, str(exc.detail)))
+
+
+def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _graph(GraphError(131000, "internal error; the gateway logged the details"))
+
+
+class GatewayApp:
+    def __init__(
+        self,
+        db_url: str,
+        settings: GatewaySettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_upload_bytes: int = 100 * 1024 * 1024 + 65536,
+    ) -> None:
+        self.db_url = db_url
+        self.settings = settings
+        self.clock = clock
+        self.db: Database | None = None
+        self.gateway: Gateway | None = None
+        self.http = self._build(max_upload_bytes)
+
+    @asynccontextmanager
+    async def lifespan(self, _: Litestar) -> AsyncIterator[None]:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = open_database(self.db_url)
+        await db.open()
+        try:
+            await store.migrate(db)
+            gateway = Gateway(db, self.settings, clock=self.clock)
+            await gateway.start()
+        except BaseException:
+            await db.close()
+            raise
+        self.db, self.gateway = db, gateway
+        try:
+            yield
+        finally:
+            await gateway.close()
+            await db.close()
+            self.gateway = None
+
+    def _provide(self) -> Gateway:
+        assert self.gateway is not None
+        return self.gateway
+
+    def _build(self, max_upload_bytes: int) -> Litestar:
+        @get("/openapi.json", include_in_schema=False, summary="This API's OpenAPI document")
+        async def openapi(request: Request[Any, Any, Any]) -> dict[str, Any]:
+            schema: dict[str, Any] = request.app.openapi_schema.to_schema()
+            return schema
+
+        @get("/healthz", include_in_schema=False)
+        async def healthz() -> dict[str, str]:
+            return {"status": "ok"}
+
+        return Litestar(
+            route_handlers=[openapi, healthz, *api.ROUTES, *templates.ROUTES, *account.ROUTES],
+            dependencies={"gateway": Provide(self._provide, sync_to_thread=False)},
+            exception_handlers={
+                GraphError: on_graph,
+                TresenError: on_tresen,
+                HTTPException: on_http,
+                Exception: on_unexpected,
+            },
+            lifespan=[self.lifespan],
+            request_max_body_size=max_upload_bytes,
+            openapi_config=OpenAPIConfig(
+                title="tresen business gateway (WhatsApp Cloud API compatible)",
+                version=__version__,
+                description="Graph-shaped routes; any /vNN.N prefix; Bearer access token. "
+                "See docs/gateway.md.",
+                path="/docs",
+            ),
+            debug=False,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP:
+            raw = scope.get("raw_path") or scope["path"].encode()
+            match = VERSION.match(raw)
+            if match:
+                scope = cast(Scope, {**scope, "path": scope["path"][match.end() :]})
+                scope["raw_path"] = raw[match.end() :]
+        await self.http(scope, receive, send)
+
+
+class GatewayServer:
+    """A gateway listening on a socket; ``url`` is its base URL (also when asked for port 0)."""
+
+    def __init__(
+        self,
+        db_url: str,
+        data_dir: str | Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        settings: GatewaySettings | None = None,
+        clock: Callable[[], float] = time.time,
+        log_level: str = "warning",
+    ) -> None:
+        self.settings = settings or GatewaySettings(data_dir=Path(data_dir))
+        self.app = GatewayApp(db_url, self.settings, clock=clock)
+        self.host, self.port_wanted = host, port
+        config = uvicorn.Config(
+            self.app,
+            host=host,
+            port=port,
+            lifespan="on",
+            log_level=log_level,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=5,
+        )
+        self.server = uvicorn.Server(config)
+        self.server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
+        self.sock: socket.socket | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.sock is not None
+        return f"http://{self.host}:{self.sock.getsockname()[1]}"
+
+    @property
+    def gateway(self) -> Gateway:
+        assert self.app.gateway is not None
+        return self.app.gateway
+
+    async def start(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((self.host, self.port_wanted))
+        self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+        while not self.server.started:
+            if self.task.done():
+                self.task.result()
+                raise RuntimeError("the gateway stopped during startup")
+            await asyncio.sleep(0.01)
+        if not self.settings.public_url:
+            self.gateway.base_url = self.url
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            await self.task
+            self.task = None
+        if self.sock is not None:
+            self.sock.close()
+
+    async def serve_forever(
+        self, on_started: Callable[[GatewayServer], None] | None = None
+    ) -> None:
+        await self.start()
+        if on_started:
+            on_started(self)
+        assert self.task is not None
+        await self.task

@@ -1,0 +1,1 @@
+"""The Cloud API surface of the gateway: Graph-shaped routes, payload models, errors."""

@@ -1,0 +1,1 @@
+"""The gateway's own schema: numbered SQL files, applied by :mod:`tresen.gateway.store`."""

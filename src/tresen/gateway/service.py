@@ -1,0 +1,404 @@
+"""The gateway's rules: one :class:`Line` per business number (its SecureDevice), sending Cloud
+API messages encrypted to every device of a person, and turning what arrives (messages,
+receipts) into webhook events in the outbox.
+
+Naming as in the relay: ``access_*`` resolves with a permission check, ``check_*`` validates,
+``do_*`` acts. Webhook events are written in the transaction that records the message and the
+worker is woken only after the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tresen.client.business import BusinessAPI
+from tresen.client.device import AsyncDevice, Credentials
+from tresen.client.secure import Message, Receipt, SecureDevice, Undecryptable
+from tresen.errors import TresenError
+from tresen.gateway import store
+from tresen.gateway.cloudapi.errors import GraphError, from_relay, unknown_node
+from tresen.gateway.media import MediaService
+from tresen.gateway.models import Number, Person
+from tresen.gateway.webhooks import payloads
+from tresen.gateway.webhooks.outbox import Outbox, RetryPolicy
+from tresen.storage.engine import Database, Row, Txn
+
+log = logging.getLogger("tresen.gateway")
+STATUS_RANK = {"accepted": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4}
+TEMPLATE_CACHE_SECONDS = 10.0
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def number_from_row(row: Row) -> Number:
+    return Number(
+        id=row[0],
+        waba_id=row[1],
+        relay_url=row[2],
+        account_id=int(row[3]),
+        device_id=int(row[4]),
+        device_token=row[5],
+        phone=row[6],
+        token_hash=row[7],
+        app_secret=row[8],
+        verify_token=row[9],
+        webhook_url=row[10],
+        pin_hash=row[11],
+        registered_at=int(row[12]),
+        created_at=int(row[13]),
+    )
+
+
+def crypto_paths(data_dir: Path, number_id: str) -> tuple[Path, Path]:
+    return data_dir / f"{number_id}.crypto", data_dir / f"{number_id}.key"
+
+
+@dataclass(eq=False)
+class Line:
+    """A business number at work: its encrypted device, relay client and state in memory."""
+
+    number: Number
+    secure: SecureDevice
+    biz: BusinessAPI
+    task: asyncio.Task[None] | None = None
+    #: envelope ids being sent; receipts for them wait until the ``sent`` status is written
+    inflight: dict[str, list[Receipt]] = field(default_factory=dict)
+    templates: dict[tuple[str, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def api(self) -> Any:
+        return self.secure.device.api
+
+
+@dataclass(slots=True)
+class GatewaySettings:
+    data_dir: Path
+    public_url: str = ""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+class Gateway:
+    def __init__(
+        self,
+        db: Database,
+        settings: GatewaySettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.clock = clock
+        self.lines: dict[str, Line] = {}
+        self.tokens: dict[str, str] = {}
+        self.wabas: dict[str, str] = {}
+        self.outbox = Outbox(db, self.number_of, settings.retry, clock=clock)
+        self.media = MediaService(db, clock=clock)
+        self.base_url = settings.public_url
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        rows = await self.db.run_interaction("gw_numbers", store.numbers, write=False)
+        for row in rows:
+            await self.open_line(number_from_row(row))
+        await self.outbox.start()
+
+    async def open_line(self, number: Number) -> Line:
+        path, key_file = crypto_paths(self.settings.data_dir, number.id)
+        credentials = Credentials(
+            url=number.relay_url,
+            account_id=number.account_id,
+            device_id=number.device_id,
+            token=number.device_token,
+            phone=number.phone,
+        )
+        secure = SecureDevice.open(AsyncDevice(credentials), path, key_file=key_file)
+        await secure.start()
+        line = Line(number=number, secure=secure, biz=BusinessAPI(secure.device.api))
+        line.task = asyncio.create_task(self._receive(line), name=f"tresen-gateway-{number.id}")
+        self.lines[number.id] = line
+        self.tokens[number.token_hash] = number.id
+        self.wabas[number.waba_id] = number.id
+        return line
+
+    async def close(self) -> None:
+        await self.outbox.close()
+        for line in self.lines.values():
+            if line.task is not None:
+                line.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await line.task
+            await line.secure.close()
+        await self.media.close()
+
+    async def do_set_webhook(self, line: Line, url: str, verify_token: str) -> None:
+        number = line.number
+
+        async def write(txn: Txn) -> None:
+            await store.set_webhook(txn, number.id, url, verify_token)
+
+        await self.db.run_interaction("gw_set_webhook", write)
+        number.webhook_url, number.verify_token = url, verify_token
+        self.outbox.wake()
+
+    def number_of(self, number_id: str) -> Number | None:
+        line = self.lines.get(number_id)
+        return line.number if line else None
+
+    # ------------------------------------------------------------ access
+
+    def access_token(self, token: str) -> Line:
+        number_id = self.tokens.get(token_hash(token)) if token else None
+        if number_id is None:
+            raise GraphError(190, "Invalid OAuth access token - Cannot parse access token")
+        return self.lines[number_id]
+
+    def access_phone(self, token: str, node: str) -> Line:
+        line = self.access_token(token)
+        if node != line.number.id:
+            raise unknown_node(node)
+        return line
+
+    def access_waba(self, token: str, node: str) -> Line:
+        line = self.access_token(token)
+        if node != line.number.waba_id:
+            raise unknown_node(node)
+        return line
+
+    # ------------------------------------------------------------ people
+
+    async def person(self, line: Line, account: int, phone: str = "") -> Person:
+        """This business's view of ``account`` (scoped id; the phone if known)."""
+        number = line.number.id
+        row = await self.db.run_interaction(
+            "gw_person", lambda txn: store.person(txn, number, account), write=False
+        )
+        if row is not None and (row[2] or not phone):
+            return Person(account_id=account, scoped_id=row[1], phone=row[2], name=row[3])
+        try:
+            scoped = await line.biz.person(account)
+            profile = await line.biz.profile(account)
+        except TresenError as exc:
+            raise from_relay(exc) from exc
+        found = Person(
+            account_id=account,
+            scoped_id=str(scoped["scoped_id"]),
+            phone=phone or str(scoped.get("phone") or ""),
+            name=str(profile.get("display_name") or ""),
+        )
+
+        async def write(txn: Txn) -> None:
+            await store.upsert_person(
+                txn, number, account, found.scoped_id, found.phone, found.name
+            )
+
+        await self.db.run_interaction("gw_person_put", write)
+        return found
+
+    async def resolve(self, line: Line, to: str) -> Person:
+        """A recipient given as a business-scoped id (``TR.…``) or a phone number."""
+        number = line.number.id
+        to = to.strip()
+        if "." in to:
+            row = await self.db.run_interaction(
+                "gw_person_scoped", lambda txn: store.person_by_scoped(txn, number, to), write=False
+            )
+            if row is not None:
+                return Person(account_id=int(row[0]), scoped_id=row[1], phone=row[2], name=row[3])
+            try:
+                found = await line.biz.person_by_scoped_id(to)
+            except TresenError as exc:
+                raise GraphError(131026, f"no person has the id {to} for this business") from exc
+            return await self.person(line, int(found["account_id"]))
+        digits = "".join(c for c in to if c.isdigit())
+        if not digits or len(digits) > 15 or not to.lstrip("+").replace(" ", "").isdigit():
+            raise GraphError(131009, f"to: {to!r} is neither a phone number nor a user id")
+        phone = "+" + digits
+        row = await self.db.run_interaction(
+            "gw_person_phone", lambda txn: store.person_by_phone(txn, number, phone), write=False
+        )
+        if row is not None:
+            return Person(account_id=int(row[0]), scoped_id=row[1], phone=row[2], name=row[3])
+        try:
+            found = await line.biz.lookup_phone(phone)
+        except TresenError as exc:
+            raise GraphError(131026, f"{to} is not on tresen ({exc.message})") from exc
+        return await self.person(line, int(found["account_id"]), phone)
+
+    # ------------------------------------------------------------ templates
+
+    async def template(self, line: Line, name: str, language: str) -> dict[str, Any]:
+        now = self.clock()
+        cached = line.templates.get((name, language))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            found = await line.biz.templates(name=name)
+        except TresenError as exc:
+            raise from_relay(exc) from exc
+        for template in found:
+            if template["name"] == name and template["language"] == language:
+                line.templates[(name, language)] = (now + TEMPLATE_CACHE_SECONDS, template)
+                return template
+        raise GraphError(
+            132001, f"template name ({name}) does not exist in the translation ({language})"
+        )
+
+    # ------------------------------------------------------------ receiving
+
+    async def _receive(self, line: Line) -> None:
+        while True:
+            try:
+                event = await line.secure.recv(None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("number %s: receiving failed (%s); retrying", line.number.id, exc)
+                await asyncio.sleep(1)
+                continue
+            try:
+                match event:
+                    case Message():
+                        await self._on_message(line, event)
+                    case Receipt():
+                        await self.on_receipt(line, event)
+                    case Undecryptable():
+                        await self._on_undecryptable(line, event)
+            except Exception:
+                log.exception("number %s: handling %s failed", line.number.id, type(event))
+
+    async def _on_message(self, line: Line, msg: Message) -> None:
+        from tresen.gateway.content import inbound, wamid
+
+        if msg.sender == line.number.account_id or msg.group:
+            return  # a copy of our own message or a group (businesses are not in groups)
+        person = await self.person(line, msg.sender)
+        body = inbound(msg.content, person.address, line.number.digits)
+        kind = str(body["type"])
+        media = body.get(kind)
+        if isinstance(media, dict) and "mime_type" in media:
+            info = msg.content.get("info") if isinstance(msg.content.get("info"), dict) else {}
+            assert isinstance(info, dict)
+            record = await self.media.do_record_inbound(
+                line.api,
+                line.number.id,
+                msg.content["file"],
+                media["mime_type"],
+                str(info.get("filename", "")),
+            )
+            media["id"] = record.id
+            media["sha256"] = record.sha256
+        body["id"] = wamid(msg.id)
+        body["timestamp"] = str(msg.ts // 1000)
+        await self._record_inbound(line, person, msg.id, kind, body, msg.ts)
+
+    async def _on_undecryptable(self, line: Line, item: Undecryptable) -> None:
+        from tresen.gateway.content import wamid
+
+        if item.sender == line.number.account_id:
+            return
+        person = await self.person(line, item.sender)
+        body = {
+            "from": person.address,
+            "id": wamid(item.id),
+            "timestamp": str(item.ts // 1000),
+            "type": "unsupported",
+            "errors": [
+                {
+                    "code": 131051,
+                    "title": "Message type unknown",
+                    "message": "Message type unknown",
+                    "error_data": {"details": f"could not be decrypted: {item.reason}"},
+                }
+            ],
+        }
+        await self._record_inbound(line, person, item.id, "unsupported", body, item.ts)
+
+    async def _record_inbound(
+        self, line: Line, person: Person, id: str, kind: str, body: dict[str, Any], ts: int
+    ) -> None:
+        number = line.number
+
+        async def write(txn: Txn) -> None:
+            fresh = await store.insert_message(
+                txn, number.id, id, "in", person.account_id, kind, "received", "", "", ts
+            )
+            if fresh:
+                event = payloads.message(number, person, body)
+                await self.outbox.add_in(txn, number.id, f"{number.id}:{person.account_id}", event)
+
+        await self.db.run_interaction("gw_inbound", write)
+        self.outbox.wake()
+
+    async def on_receipt(self, line: Line, receipt: Receipt) -> None:
+        waiting = line.inflight.get(receipt.id)
+        if waiting is not None:
+            waiting.append(receipt)
+            return
+        status = {"delivered": "delivered", "read": "read", "expired": "failed"}[receipt.kind]
+        await self.do_status(line, receipt.id, status, receipt.ts)
+
+    async def do_status(
+        self,
+        line: Line,
+        envelope_id: str,
+        status: str,
+        ts: int,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Move an outbound message forward (never back) and queue its status webhook."""
+        from tresen.gateway.content import wamid
+
+        number = line.number
+
+        async def write(txn: Txn) -> Person | None:
+            row = await store.message(txn, number.id, envelope_id)
+            if row is None or row[1] != "out":
+                return None
+            if STATUS_RANK.get(status, 0) <= STATUS_RANK.get(str(row[4]), 0):
+                return None
+            person_row = await store.person(txn, number.id, int(row[2]))
+            if person_row is None:
+                return None
+            person = Person(
+                account_id=int(person_row[0]),
+                scoped_id=person_row[1],
+                phone=person_row[2],
+                name=person_row[3],
+            )
+            await store.set_message_status(txn, number.id, envelope_id, status)
+            failed_errors = errors
+            if status == "failed" and not errors:
+                failed_errors = [
+                    GraphError(
+                        131026, "the message expired before it was delivered"
+                    ).webhook_error()
+                ]
+            event = payloads.status(
+                number,
+                person,
+                message_id=wamid(envelope_id),
+                status=status,
+                ts_ms=ts,
+                category=str(row[5]),
+                opaque=str(row[6]),
+                errors=failed_errors,
+            )
+            await self.outbox.add_in(txn, number.id, f"{number.id}:{person.account_id}", event)
+            return person
+
+        if await self.db.run_interaction("gw_status", write) is not None:
+            self.outbox.wake()

@@ -1,0 +1,1 @@
+"""Webhooks: payload shapes, the signature, the durable outbox and its delivery worker."""

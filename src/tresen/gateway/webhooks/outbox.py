@@ -1,0 +1,194 @@
+"""The durable webhook outbox and its delivery worker.
+
+- Every event is written to ``gw_outbox`` (the exact signed body) before anything is sent, so
+  a crash loses nothing; the worker picks due events in id order.
+- Ordering per conversation (one business number and one person): an event waits while an
+  older event of its conversation is still pending; a dead-lettered event no longer blocks.
+- A delivery counts when the callback answers 2xx. Otherwise it is retried with exponential
+  backoff (``base * 2**attempts``, at most ``cap``) until it is older than the retention (7 days
+  by default, as Meta), then it becomes ``dead``: listed and replayable by the business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from tresen.gateway import store
+from tresen.gateway.models import Number
+from tresen.gateway.webhooks import signer
+from tresen.storage.engine import Database, Row, Txn
+
+log = logging.getLogger("tresen.gateway.webhooks")
+
+
+@dataclass(slots=True)
+class RetryPolicy:
+    base_seconds: float = 5.0
+    cap_seconds: float = 3600.0
+    retention_seconds: float = 7 * 24 * 3600.0
+    timeout_seconds: float = 10.0
+    concurrency: int = 16
+
+    def delay_ms(self, attempts: int) -> int:
+        """The wait after the ``attempts``-th failed attempt (1 = the first)."""
+        return int(min(self.base_seconds * 2 ** (attempts - 1), self.cap_seconds) * 1000)
+
+
+def delivery_view(row: Row) -> dict[str, Any]:
+    return {
+        "id": str(row[0]),
+        "conversation": row[2],
+        "state": row[4],
+        "attempts": int(row[5]),
+        "next_attempt_at": int(row[6]) // 1000 if row[4] == "pending" else None,
+        "last_error": row[7],
+        "last_status": int(row[8]),
+        "created_at": int(row[9]) // 1000,
+        "done_at": int(row[10]) // 1000 if row[10] else None,
+        "body": row[3],
+    }
+
+
+class Outbox:
+    def __init__(
+        self,
+        db: Database,
+        numbers: Callable[[str], Number | None],
+        policy: RetryPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.db = db
+        self.numbers = numbers
+        self.policy = policy or RetryPolicy()
+        self.clock = clock
+        self.http = httpx.AsyncClient(
+            timeout=self.policy.timeout_seconds, transport=transport, follow_redirects=False
+        )
+        self._next_id = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.delivered = 0
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def start(self) -> None:
+        self._next_id = await self.db.run_interaction(
+            "gw_outbox_max", store.max_outbox_id, write=False
+        )
+        self._task = asyncio.create_task(self._run(), name="tresen-gateway-webhooks")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.http.aclose()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def add_in(
+        self, txn: Txn, number: str, conversation: str, payload: dict[str, Any]
+    ) -> None:
+        """Write an event inside the caller's transaction; call :meth:`wake` after commit."""
+        self._next_id += 1
+        await store.enqueue(
+            txn, self._next_id, number, conversation, signer.encode(payload), self.now_ms()
+        )
+
+    async def add(self, number: str, conversation: str, payload: dict[str, Any]) -> None:
+        async def write(txn: Txn) -> None:
+            await self.add_in(txn, number, conversation, payload)
+
+        await self.db.run_interaction("gw_outbox_add", write)
+        self.wake()
+
+    # ------------------------------------------------------------ the worker
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                sent = await self.run_once()
+            except Exception:
+                log.exception("webhook delivery round failed; retrying in a second")
+                sent = 0
+                await asyncio.sleep(1)
+            if sent:
+                continue
+            upcoming = await self.db.run_interaction("gw_outbox_next", store.next_due, write=False)
+            wait = 60.0 if upcoming is None else max(0.0, (upcoming - self.now_ms()) / 1000)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=min(wait, 60.0))
+
+    async def run_once(self) -> int:
+        """Deliver what is due now (the heads of their conversations); returns how many tried."""
+        now = self.now_ms()
+
+        async def read(txn: Txn) -> list[Row]:
+            return await store.due(txn, now, 200)
+
+        rows = await self.db.run_interaction("gw_outbox_due", read, write=False)
+        if not rows:
+            return 0
+        gate = asyncio.Semaphore(self.policy.concurrency)
+
+        async def one(row: Row) -> None:
+            async with gate:
+                await self._deliver(row)
+
+        await asyncio.gather(*(one(row) for row in rows))
+        return len(rows)
+
+    async def _deliver(self, row: Row) -> None:
+        id, number_id, body = int(row[0]), str(row[1]), str(row[3])
+        attempts, created = int(row[5]), int(row[9])
+        number = self.numbers(number_id)
+        status, error = 0, ""
+        if number is None:
+            error = "the business number is no longer served by this gateway"
+        elif not number.webhook_url:
+            error = "no webhook callback URL is configured for this number"
+        else:
+            data = body.encode()
+            headers = {
+                "Content-Type": "application/json",
+                signer.HEADER: signer.sign(number.app_secret, data),
+                "User-Agent": "tresen-gateway",
+            }
+            try:
+                response = await self.http.post(number.webhook_url, content=data, headers=headers)
+                status = response.status_code
+                if response.is_success:
+                    now = self.now_ms()
+                    await self.db.run_interaction(
+                        "gw_outbox_done", lambda txn: store.delivered(txn, id, status, now)
+                    )
+                    self.delivered += 1
+                    return
+                error = f"HTTP {status}: {response.text[:200]}"
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        now = self.now_ms()
+        next_at = now + self.policy.delay_ms(attempts + 1)
+        dead = next_at > created + self.policy.retention_seconds * 1000
+        if dead:
+            log.warning(
+                "webhook event %d dead-lettered after %d attempts: %s", id, attempts + 1, error
+            )
+
+        async def write(txn: Txn) -> None:
+            await store.failed(txn, id, status, error, next_at, dead, now)
+
+        await self.db.run_interaction("gw_outbox_failed", write)

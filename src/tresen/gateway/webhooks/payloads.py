@@ -1,0 +1,101 @@
+"""Webhook bodies in the Cloud API's shape (reference §2): messages and statuses.
+
+Every ``value`` carries ``metadata`` and ``contacts[]`` with ``user_id`` (the business-scoped
+id): pywa 4.5 fails on a message or status webhook without them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tresen.gateway.models import Number, Person
+
+FREE = {"SERVICE", ""}
+
+
+def contact(person: Person) -> dict[str, Any]:
+    entry: dict[str, Any] = {"profile": {"name": person.name or person.scoped_id}}
+    if person.wa_id:
+        entry["wa_id"] = person.wa_id
+    entry["user_id"] = person.scoped_id
+    return entry
+
+
+def envelope(number: Number, value: dict[str, Any], field: str = "messages") -> dict[str, Any]:
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": number.waba_id, "changes": [{"field": field, "value": value}]}],
+    }
+
+
+def _value(number: Number, person: Person) -> dict[str, Any]:
+    return {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": number.digits, "phone_number_id": number.id},
+        "contacts": [contact(person)],
+    }
+
+
+def message(number: Number, person: Person, msg: dict[str, Any]) -> dict[str, Any]:
+    value = _value(number, person)
+    value["messages"] = [msg]
+    return envelope(number, value)
+
+
+def pricing(category: str) -> dict[str, Any]:
+    """The PMP pricing object: service replies are free, templates billable by category."""
+    if category.upper() in FREE:
+        return {
+            "billable": False,
+            "pricing_model": "PMP",
+            "category": "service",
+            "type": "free_customer_service",
+        }
+    return {
+        "billable": True,
+        "pricing_model": "PMP",
+        "category": category.lower(),
+        "type": "regular",
+    }
+
+
+def status(
+    number: Number,
+    person: Person,
+    *,
+    message_id: str,
+    status: str,
+    ts_ms: int,
+    category: str = "",
+    opaque: str = "",
+    errors: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "id": message_id,
+        "status": status,
+        "timestamp": str(ts_ms // 1000),
+        "recipient_id": person.address,
+        "recipient_user_id": person.scoped_id,
+    }
+    if opaque:
+        entry["biz_opaque_callback_data"] = opaque
+    if status != "failed":
+        entry["pricing"] = pricing(category)
+    if errors:
+        entry["errors"] = errors
+    value = _value(number, person)
+    value["statuses"] = [entry]
+    return envelope(number, value)
+
+
+def template_status(
+    number: Number, *, template_id: int, name: str, language: str, event: str, reason: str
+) -> dict[str, Any]:
+    value = {
+        "event": event,
+        "message_template_id": template_id,
+        "message_template_name": name,
+        "message_template_language": language,
+        "reason": reason or "NONE",
+    }
+    return envelope(number, value, field="message_template_status_update")

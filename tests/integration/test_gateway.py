@@ -1,0 +1,81 @@
+"""The business gateway end to end: a real relay, the gateway on port 0, people as SecureDevices,
+and a webhook receiver that checks signatures."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Harness
+from tests.integration.gateway_harness import (
+    Business,
+    Receiver,
+    Uvicorn,
+    next_message,
+    person,
+    start_gateway,
+)
+
+
+@pytest.fixture
+async def biz(relay: Harness, db_url: str, tmp_path: Path) -> AsyncIterator[Business]:
+    async for business in start_gateway(relay, db_url, tmp_path):
+        yield business
+
+
+@pytest.fixture
+async def hook(biz: Business) -> AsyncIterator[Receiver]:
+    receiver = Receiver(biz.boot.app_secret, biz.boot.verify_token)
+    server = Uvicorn(receiver.app())
+    await server.start()
+    r = await biz.http.post(
+        f"/v22.0/{biz.boot.waba_id}/subscribed_apps",
+        json={"override_callback_uri": f"{server.url}/hook", "verify_token": biz.boot.verify_token},
+    )
+    assert r.status_code == 200, r.text
+    try:
+        yield receiver
+    finally:
+        await server.stop()
+
+
+async def test_person_writes_business_replies(
+    biz: Business, hook: Receiver, relay: Harness, tmp_path: Path
+) -> None:
+    sheena = await person(relay, tmp_path)
+    try:
+        account = biz.boot.relay_account_id
+        await sheena.send(account, "When is my flight? é")
+        value = await hook.next("messages")
+        msg = value["messages"][0]
+        assert msg["type"] == "text" and msg["text"]["body"] == "When is my flight? é"
+        contact = value["contacts"][0]
+        assert contact["user_id"].startswith("TR.") and contact["profile"]["name"] == "Sheena"
+        assert value["metadata"]["phone_number_id"] == biz.boot.phone_number_id
+        assert b"\\u00e9" in hook.bodies[-1]  # ASCII-escaped, signed as sent
+
+        r = await biz.send(
+            {
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "to": contact["user_id"],
+                "type": "text",
+                "text": {"body": "Tomorrow 10:40", "preview_url": False},
+                "context": {"message_id": msg["id"]},
+            }
+        )
+        assert r.status_code == 200, r.text
+        sent = r.json()
+        wamid = sent["messages"][0]["id"]
+        assert sent["contacts"][0]["input"] == contact["user_id"]
+        got = await next_message(sheena)
+        assert got.content["body"] == "Tomorrow 10:40"
+        assert got.content["m.relates_to"]["m.in_reply_to"]["event_id"] == msg["id"][6:]
+        statuses = [(await hook.next("statuses"))["statuses"][0] for _ in range(2)]
+        assert [s["status"] for s in statuses] == ["sent", "delivered"]
+        assert all(s["id"] == wamid for s in statuses)
+        assert statuses[0]["pricing"]["category"] == "service"
+    finally:
+        await sheena.close()
