@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -68,12 +69,15 @@ async def upload_raw(
 
 
 async def test_encrypted_round_trip_of_a_multi_megabyte_file(
-    relay: Harness, tmp_path: Path
+    relay: Harness, db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     alice, bob = await relay.new_device(), await relay.new_device()
     marker = b"TRESEN-MEDIA-MARKER-" + os.urandom(8).hex().encode()
     plaintext = (marker + os.urandom(64 * 1024)) * 80  # about 5 MiB, the marker throughout
-    source = tmp_path / "holiday.mp4"
+    devices = tmp_path / "devices"  # the clients' side; everything else is the relay's
+    devices.mkdir()
+    source = devices / "holiday.mp4"
     source.write_bytes(plaintext)
     seen: list[tuple[int, int]] = []
 
@@ -83,25 +87,36 @@ async def test_encrypted_round_trip_of_a_multi_megabyte_file(
     assert sent.size == len(plaintext)
     assert seen[-1] == (len(plaintext), len(plaintext))
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
-
-    # the relay holds ciphertext only: no marker in the blob, the database or anything else
-    # in the relay's folders, and the blob's hash is the one in the message
     stored = blob_path(relay, sent.media_id).read_bytes()
-    assert len(stored) == len(plaintext) and marker not in stored
-    for path in tmp_path.rglob("*"):
-        if path.is_file() and path != source:
-            assert marker not in path.read_bytes(), path
-    digest = hashlib.sha256(stored).digest()
-    assert EncryptedFile.from_json(sent.file.to_json()).secrets()[2] == digest
+    assert len(stored) == len(plaintext)
+    assert (
+        EncryptedFile.from_json(sent.file.to_json()).secrets()[2] == hashlib.sha256(stored).digest()
+    )
 
     # the message carries the record as JSON; bob rebuilds it and downloads
     received = EncryptedFile.from_json(sent.file.to_json())
-    target = tmp_path / "received.mp4"
+    target = devices / "received.mp4"
     progress: list[int] = []
     await bob.sdk.download_attachment(received, target, progress=lambda d, _: progress.append(d))
     assert target.read_bytes() == plaintext
     assert progress[-1] == len(plaintext)
     assert not target.with_name("received.mp4.partial").exists()
+
+    # the relay saw ciphertext only: no marker in its blobs, database files or logs
+    scanned = 0
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and devices not in path.parents:
+            assert marker not in path.read_bytes(), path
+            scanned += 1
+    assert scanned >= (1 if db_url.startswith("postgresql") else 2)  # blob (+ SQLite file)
+    assert marker.decode() not in caplog.text
+    if db_url.startswith("postgresql") and shutil.which("pg_dump"):
+        dump = await asyncio.create_subprocess_exec(
+            "pg_dump", "--data-only", db_url, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await dump.communicate()
+        assert dump.returncode == 0 and sent.media_id.encode() in out
+        assert marker not in out
 
 
 async def test_resumable_upload_and_offsets(relay: Harness) -> None:
