@@ -171,3 +171,27 @@ async def test_opt_in_validation(relay: Harness) -> None:
         )
     r = await person.http.get("/v1/consents")
     assert r.json() == []
+
+
+async def test_the_business_sees_scoped_ids_and_can_name_people_by_them(relay: Harness) -> None:
+    shop = await make_business(relay)
+    person = await relay.new_device()
+    await approved_template(relay, shop, "order_update", "UTILITY")
+    await opt_in(person, shop, "utility", source="link")
+    r = await shop.http.get("/v1/business/consents")
+    (record,) = r.json()
+    assert record["person"] == person.account_id
+    assert record["user_id"].startswith("TR.") and person.phone not in record["user_id"]
+    same = await shop.http.get("/v1/business/consents", params={"user_id": record["user_id"]})
+    assert same.json() == [record]
+    r = await shop.http.post("/v1/business/opt-outs", json={"user_id": record["user_id"]})
+    assert r.status_code == 200, r.text
+    conn = await shop.connect()
+    await refused(conn, person, template("order_update"), Code.OPT_IN_REQUIRED)
+    for body in ({}, {"person": person.account_id, "user_id": record["user_id"]}):
+        error(await shop.http.post("/v1/business/opt-outs", json=body), 400, Code.BAD_REQUEST)
+    error(
+        await shop.http.post("/v1/business/opt-outs", json={"user_id": "TR.0"}),
+        404,
+        Code.UNKNOWN_RECIPIENT,
+    )

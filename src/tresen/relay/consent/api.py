@@ -131,9 +131,12 @@ async def business_consents(
     who: NamedDependency[Principal],
     consent: NamedDependency[ConsentService],
     person: Annotated[int | None, QueryParameter(ge=1)] = None,
+    user_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
     after: Annotated[int, QueryParameter(ge=0)] = 0,
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
 ) -> list[ConsentRecord]:
+    if user_id is not None or person is not None:
+        person = await consent.check_person(who, person, user_id)
     return await consent.access_business_consents(who, person, after, limit)
 
 

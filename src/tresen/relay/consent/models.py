@@ -32,9 +32,11 @@ class OptOut(Strict):
 
 
 class BusinessOptOut(Strict):
-    """A STOP keyword the business's gateway received from ``person``."""
+    """A STOP keyword the business's gateway received from a person, named by account id
+    (``person``) or by business-scoped user id (``user_id``)."""
 
-    person: int
+    person: int | None = None
+    user_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     categories: Categories = msgspec.field(default_factory=lambda: ["marketing", "utility"])
     keyword: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] = "STOP"
 
@@ -46,6 +48,8 @@ class ConsentRecord(msgspec.Struct):
     opted_in: bool
     source: str
     changed_at: int
+    #: the person's business-scoped user id (in the business's own views)
+    user_id: str = ""
 
 
 class ConsentEvent(msgspec.Struct):

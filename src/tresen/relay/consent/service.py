@@ -17,7 +17,7 @@ from tresen.protocol.codes import Code
 from tresen.relay.accounts.models import Principal
 from tresen.relay.admin import audit
 from tresen.relay.admin.models import AdminPrincipal
-from tresen.relay.business.service import BusinessService
+from tresen.relay.business.service import BusinessService, scoped_id_in
 from tresen.relay.clock import Clock
 from tresen.relay.consent import store
 from tresen.relay.consent.models import (
@@ -122,11 +122,26 @@ class ConsentService:
     async def do_business_opt_out(
         self, who: Principal, data: BusinessOptOut
     ) -> list[ConsentRecord]:
-        """The business's gateway received a STOP keyword from ``data.person``."""
+        """The business's gateway received a STOP keyword from a person."""
         await self._check_business(who.account_id)
+        person = await self.check_person(who, data.person, data.user_id)
         source = f"keyword:{data.keyword.strip().upper()}"
-        await self._opt_out(who.account_id, data.person, data.categories, source, "business")
-        return await self.access_business_consents(who, data.person, 0, 10)
+        await self._opt_out(who.account_id, person, data.categories, source, "business")
+        return await self.access_business_consents(who, person, 0, 10)
+
+    async def check_person(self, who: Principal, person: int | None, user_id: str | None) -> int:
+        """The account a business names by account id or by its scoped user id (exactly one)."""
+        if (person is None) == (user_id is None):
+            raise InvalidRequest("name the person by 'person' (account id) or 'user_id', not both")
+        if user_id is not None:
+            found = await self.businesses.person_for(who.account_id, user_id)
+            if found is None:
+                raise NotFound(
+                    f"no person {user_id!r} for this business", code=Code.UNKNOWN_RECIPIENT
+                )
+            return found
+        assert person is not None
+        return person
 
     async def _opt_out(
         self, business: int, person: int, categories: Sequence[str], source: str, actor: str
@@ -162,12 +177,18 @@ class ConsentService:
         self, who: Principal, person: int | None, after: int, limit: int
     ) -> list[ConsentRecord]:
         await self._check_business(who.account_id)
-        rows = await self.db.run_interaction(
-            "consents_of_business",
-            lambda txn: store.consents_of_business(txn, who.account_id, person, after, limit),
-            write=False,
-        )
-        return [_consent(r) for r in rows]
+        now = self.clock.now_ms()
+
+        async def read(txn: Txn) -> list[ConsentRecord]:
+            found = []
+            for row in await store.consents_of_business(txn, who.account_id, person, after, limit):
+                record = _consent(row)
+                record.user_id = await scoped_id_in(txn, who.account_id, record.person, now)
+                found.append(record)
+            return found
+
+        # writes the scoped id of a person the business had not seen yet
+        return await self.db.run_interaction("consents_of_business", read)
 
     async def access_consent_history(self, business: int, person: int) -> list[ConsentEvent]:
         rows = await self.db.run_interaction(
