@@ -6,6 +6,7 @@ shows in every public lookup, and each operator action is in the audit log."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -346,3 +347,50 @@ async def test_person_cannot_apply(relay: Harness) -> None:
         json={"legal_name": "Nobody", "registration_number": "1", "domain": "x.example"},
     )
     error(r, 404, Code.NOT_A_BUSINESS)
+
+
+async def test_decisions_reach_the_business_devices_and_the_gates(relay: Harness) -> None:
+    from tresen.bus.events import PolicyChanged
+
+    seen: list[PolicyChanged] = []
+
+    def on_event(event: object) -> None:
+        if isinstance(event, PolicyChanged):
+            seen.append(event)
+
+    relay.services.bus.subscribe("relay", on_event)
+    owner, admin = await setup(relay)
+    linked = await relay.link_device(owner)
+    async with admin:
+        await apply(owner)
+        target = f"/v1/admin/businesses/{owner.account_id}"
+        await admin.post(f"{target}/verification/approve", json={"note": "internal only"})
+        await admin.post(f"{target}/display-name/reject", json={"reason": "too generic"})
+    for device in (owner, linked):
+        notices = [
+            json.loads(item.body)
+            for item in await relay.fetch_queue(device.device_id)
+            if item.kind == "notice"
+        ]
+        assert notices == [
+            {
+                "type": "business_review",
+                "subject": "verification",
+                "status": "approved",
+                "reason": None,
+                "verified": False,
+            },
+            {
+                "type": "business_review",
+                "subject": "display_name",
+                "status": "rejected",
+                "reason": "too generic",
+                "verified": False,
+            },
+        ]
+    # the internal note is not shown to the business
+    assert (await owner.http.get("/v1/business/verification")).json()["reason"] is None
+    await owner.http.patch("/v1/business", json={"display_name": "Renamed Vineyard"})
+    await asyncio.sleep(0)  # the in-process bus delivers on the loop
+    mine = [(e.what, e.a) for e in seen if e.a == owner.account_id]
+    assert mine == [("business", owner.account_id)] + [("standing", owner.account_id)] * 3

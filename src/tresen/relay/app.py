@@ -27,6 +27,7 @@ from tresen.relay.accounts.senders import CodeSender, build_sender
 from tresen.relay.accounts.service import AccountService, DeviceDirectory
 from tresen.relay.admin.service import AdminService
 from tresen.relay.business import routes as business_routes
+from tresen.relay.business.notify import BusinessNotifier
 from tresen.relay.business.review import BusinessReviewService
 from tresen.relay.business.service import BusinessService
 from tresen.relay.business.tools import BusinessToolsService
@@ -94,7 +95,7 @@ async def build_services(
     blobs = FileBlobStore(settings.media_dir or default_media_dir(settings.db))
     media = MediaService(db, settings, clock, blobs, directory)
     admins = AdminService(db, clock)
-    business = BusinessService(db, settings, clock)
+    business = BusinessService(db, settings, clock, BusinessNotifier(bus, writer, directory))
     rules = policy_routes.build_policy(policy, db, settings, clock, business)
     await rules.start()
     writer.start()

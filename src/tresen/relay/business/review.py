@@ -131,7 +131,21 @@ class BusinessReviewService:
             )
             return await self._review(txn, account_id, base_url)
 
-        return await self.db.run_interaction(action, decide)
+        review = await self.db.run_interaction(action, decide)
+        await self._notify(account_id, "verification", to_status, reason, review)
+        return review
+
+    async def _notify(
+        self, account_id: int, subject: str, status: str, reason: str | None, review: BusinessReview
+    ) -> None:
+        if self.businesses.notifier is not None:
+            notice = {
+                "subject": subject,
+                "status": status,
+                "reason": reason,
+                "verified": review.business.verified,
+            }
+            await self.businesses.notifier.reviewed(account_id, notice)
 
     async def do_approve_verification(
         self, admin: AdminPrincipal, account_id: int, note: str, base_url: str
@@ -143,7 +157,7 @@ class BusinessReviewService:
             action="business.verification.approve",
             from_status="pending",
             to_status="approved",
-            reason=note or None,
+            reason=None,  # the note is internal: it goes to the audit log only
             detail={"note": note},
         )
 
@@ -252,7 +266,10 @@ class BusinessReviewService:
             )
             return await self._review(txn, account_id, base_url)
 
-        return await self.db.run_interaction(action, decide)
+        review = await self.db.run_interaction(action, decide)
+        status = "approved" if approve else "rejected"
+        await self._notify(account_id, "display_name", status, reason or None, review)
+        return review
 
     async def do_approve_name(
         self, admin: AdminPrincipal, account_id: int, base_url: str

@@ -31,6 +31,7 @@ from tresen.relay.business.models import (
     Verification,
     VerificationApply,
 )
+from tresen.relay.business.notify import BusinessNotifier
 from tresen.relay.business.store import BusinessRecord
 from tresen.relay.clock import Clock
 from tresen.storage.engine import Database, Txn
@@ -79,8 +80,16 @@ def _away_of(record: BusinessRecord) -> AwaySettings:
 
 
 class BusinessService:
-    def __init__(self, db: Database, settings: Settings, clock: Clock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        clock: Clock,
+        notifier: BusinessNotifier | None = None,
+    ) -> None:
         self.db, self.settings, self.clock = db, settings, clock
+        #: tells the policy gates and the business's devices, after each commit
+        self.notifier = notifier
 
     # ------------------------------------------------------------ lookups for other features
 
@@ -229,7 +238,10 @@ class BusinessService:
             await store.insert_business(txn, record)
             return await self._own(txn, who.account_id, base_url)
 
-        return await self.db.run_interaction("create_business", create)
+        created = await self.db.run_interaction("create_business", create)
+        if self.notifier is not None:
+            self.notifier.business_created(who.account_id)
+        return created
 
     async def access_own(self, who: Principal, base_url: str) -> Business:
         return await self.db.run_interaction(
@@ -302,7 +314,10 @@ class BusinessService:
             await store.update_business(txn, who.account_id, changes)
             return await self._own(txn, who.account_id, base_url)
 
-        return await self.db.run_interaction("update_business", update)
+        updated = await self.db.run_interaction("update_business", update)
+        if self.notifier is not None and "display_name" in changes:
+            self.notifier.standing_changed(who.account_id)  # the name and badge gates show
+        return updated
 
     async def _set_json(
         self,
