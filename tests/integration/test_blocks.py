@@ -54,8 +54,8 @@ async def test_a_person_can_block_any_account(relay: Harness) -> None:
     alice, bob = await relay.new_device(), await relay.new_device()
     bconn = await bob.connect()
     await send(bconn, alice)
-    r = await alice.http.post("/v1/blocks", json={"account": bob.account_id})
-    assert r.status_code == 201, r.text
+    await alice.sdk.api.block(bob.account_id)  # through the SDK
+    assert [b["account"] for b in await alice.sdk.api.blocks()] == [bob.account_id]
     await refused(bconn, alice, None, Code.MESSAGE_UNDELIVERABLE)
     # nothing from bob was queued after the block
     queued = await relay.fetch_queue(alice.device_id)

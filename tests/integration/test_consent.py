@@ -36,7 +36,7 @@ async def test_template_needs_the_persons_opt_in(relay: Harness) -> None:
     await send(conn, person, template("order_update"))
     # utility consent is not marketing consent
     await refused(conn, person, template("spring_sale", "MARKETING"), Code.MARKETING_OPTED_OUT)
-    await opt_in(person, shop, "marketing", source="link")
+    await person.sdk.api.opt_in(shop.account_id, ["marketing"], "link")  # through the SDK
     await send(conn, person, template("spring_sale", "MARKETING"))
     r = await person.http.get("/v1/consents")
     assert sorted((c["category"], c["source"]) for c in r.json()) == [

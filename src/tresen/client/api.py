@@ -219,6 +219,82 @@ class RelayAPI:
         method = "PUT" if on else "DELETE"
         await self.request(method, f"/v1/business/labels/{label_id}/chats/{chat}")
 
+    # consent, blocks, reports, entry points, templates, usage (docs/business-rules.md)
+    async def opt_in(
+        self, business: int, categories: list[str], source: str
+    ) -> list[dict[str, Any]]:
+        """Agree to ``categories`` ("marketing", "utility") from a business; ``source`` is
+        where (link, qr, website_form, in_chat)."""
+        body = {"categories": categories, "source": source}
+        result: list[dict[str, Any]] = await self.request(
+            "POST", f"/v1/consents/{business}", json=body
+        )
+        return result
+
+    async def opt_out(
+        self, business: int, categories: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Stop: no more messages of these categories (default: all) from a business."""
+        body = {"categories": categories or ["marketing", "utility"]}
+        result: list[dict[str, Any]] = await self.request(
+            "POST", f"/v1/consents/{business}/stop", json=body
+        )
+        return result
+
+    async def consents(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.request("GET", "/v1/consents")
+        return result
+
+    async def enter_chat(self, business: int, source: str = "link") -> dict[str, Any]:
+        """Opened a business's chat from its short link or QR code (a 72-hour entry point)."""
+        return await self._dict("POST", f"/v1/entry/{business}", json={"source": source})
+
+    async def block(self, account: int) -> dict[str, Any]:
+        return await self._dict("POST", "/v1/blocks", json={"account": account})
+
+    async def unblock(self, account: int) -> None:
+        await self.request("DELETE", f"/v1/blocks/{account}")
+
+    async def blocks(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.request("GET", "/v1/blocks")
+        return result
+
+    async def report(
+        self,
+        account: int,
+        reason: str,
+        *,
+        messages: list[dict[str, Any]] | None = None,
+        comment: str = "",
+        block: bool = False,
+    ) -> dict[str, Any]:
+        """Report an account; ``messages`` are the decrypted messages you choose to attach."""
+        body = {
+            "account": account,
+            "reason": reason,
+            "messages": messages or [],
+            "comment": comment,
+            "block": block,
+        }
+        return await self._dict("POST", "/v1/reports", json=body)
+
+    async def create_template(self, **template: Any) -> dict[str, Any]:
+        """A business's template in the Cloud API's shape (name, language, category, ...)."""
+        return await self._dict("POST", "/v1/business/templates", json=template)
+
+    async def templates(self, **filters: Any) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.request(
+            "GET", "/v1/business/templates", params=filters
+        )
+        return result
+
+    async def usage(self, start: str, end: str) -> dict[str, Any]:
+        params = {"start": start, "end": end}
+        return await self._dict("GET", "/v1/business/usage", params=params)
+
+    async def billing_account(self) -> dict[str, Any]:
+        return await self._dict("GET", "/v1/business/account")
+
     # media (the bytes are ciphertext: see tresen.client.media)
     async def create_upload(
         self, kind: str, size: int, recipients: list[dict[str, int]] | None = None
