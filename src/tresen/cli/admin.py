@@ -316,6 +316,8 @@ def business_list(
         params={"status": status, "after": after, "limit": limit},
     )
     emit(reviews, as_json, REVIEW_COLUMNS, _review_rows(reviews))
+    if not as_json and len(reviews) == limit:
+        err.print(f"more: --after {reviews[-1]['business']['account_id']}")
 
 
 def _show(review: dict[str, Any], as_json: bool) -> None:
