@@ -197,9 +197,9 @@ async def run(db: str, seconds: float, people: int) -> dict[str, Any]:
         results["business_template"] = await phase("business_template", seconds, initiated)
 
         gate = s.policy
-        for business, envelope, person, *_ in list(gate.sends):
+        for business, envelope, person, *_ in list(gate.meter.sends):
             gate.on_delivered(person, [Item(0, "message", envelope, business, shop.device_id, 0)])
-        rows = len(gate.sends) + len(gate.delivered) + len(gate.dirty)
+        rows = len(gate.meter.sends) + len(gate.meter.delivered) + len(gate.meter.dirty)
         start = time.perf_counter()
         await gate.flush()
         took = time.perf_counter() - start

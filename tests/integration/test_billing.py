@@ -250,7 +250,7 @@ async def test_a_delivery_after_a_restart_is_priced_from_the_meter(relay: Harnes
     await send(conn, person, template("promo", "MARKETING"))
     gate = relay.services.policy
     await gate.flush()
-    gate.pending.clear()  # as after a restart: only the store knows the send
+    gate.meter.pending.clear()  # as after a restart: only the store knows the send
     pconn = await person.connect()
     await messages(pconn, 1)
     body = await usage(relay, shop, 1)

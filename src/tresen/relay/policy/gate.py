@@ -37,6 +37,7 @@ from tresen.relay.billing.ratecard import Rate, RateCard, packaged_rate_card
 from tresen.relay.clock import Clock
 from tresen.relay.envelopes.writer import NewItem, WriteOp, Writer
 from tresen.relay.policy import store
+from tresen.relay.policy.meter import Meter
 from tresen.relay.policy.state import (
     DAY_MS,
     ENTRY_WINDOW_MS,
@@ -109,15 +110,8 @@ class PolicyGate:
         self.biz: dict[int, BizState] = {}
         self.threads: OrderedDict[tuple[int, int], Thread] = OrderedDict()
         self.rates = RateCard(packaged_rate_card())
-        # buffered writes
-        self.dirty: set[tuple[int, int]] = set()
-        self.sends: list[store.SendRow] = []
-        self.delivered: list[tuple[int, str, int, int]] = []
-        #: (business, envelope, person) -> (category, country, pricing type) until delivered
-        self.pending: dict[tuple[int, str, int], tuple[str, str, str]] = {}
-        #: delivered lately: another device of the same person acknowledging it costs nothing
-        self.recent: OrderedDict[tuple[int, str, int], None] = OrderedDict()
-        self.flushes = 0
+        #: buffered writes: windows, meter rows, deliveries
+        self.meter = Meter(db)
         self.rates_stale = False
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -201,7 +195,7 @@ class PolicyGate:
             if item.kind == "message" and item.sender in self.businesses and item.sender != account:
                 if now < 0:
                     now = self.clock.now_ms()
-                self.delivered.append((item.sender, item.id, account, now))
+                self.meter.delivered.append((item.sender, item.id, account, now))
 
     # ------------------------------------------------------------ business rules
 
@@ -221,7 +215,7 @@ class PolicyGate:
             thread.first_contact_at = now
         thread.person_wrote = True
         thread.last_inbound_at = now
-        self.dirty.add((business, person))
+        self.meter.dirty.add((business, person))
 
     async def _business_send(
         self, business: int, person: int, biz: BizMeta, envelope_id: str
@@ -279,27 +273,24 @@ class PolicyGate:
             state.reached[person] = now
         if not thread.first_contact_at:
             thread.first_contact_at = now
-            self.dirty.add((business, person))
+            self.meter.dirty.add((business, person))
             await self._first_contact(business, state, person, envelope_id, now)
         if biz.kind == "template":
             thread.last_template = biz.template
-        key = (business, envelope_id, person)
-        if key not in self.pending:
-            self.pending[key] = (biz.category, thread.country, kind_of_price)
-            self.sends.append(
-                (
-                    business,
-                    envelope_id,
-                    person,
-                    biz.kind,
-                    biz.category,
-                    biz.template,
-                    kind_of_price,
-                    thread.country,
-                    int(initiated),
-                    now,
-                )
+        self.meter.record_send(
+            (
+                business,
+                envelope_id,
+                person,
+                biz.kind,
+                biz.category,
+                biz.template,
+                kind_of_price,
+                thread.country,
+                int(initiated),
+                now,
             )
+        )
 
     @staticmethod
     def _check_meta(biz: BizMeta) -> None:
@@ -480,7 +471,7 @@ class PolicyGate:
 
     def _evict(self) -> None:
         for key in list(self.threads)[: MAX_THREADS // 10]:
-            if key not in self.dirty:
+            if key not in self.meter.dirty:
                 del self.threads[key]
 
     # ------------------------------------------------------------ changes from the services
@@ -527,95 +518,11 @@ class PolicyGate:
             self.rates_stale = False
             rows = await self.db.run_interaction("rate_card", store.rate_card, write=False)
             self.rates = RateCard(rows) if rows else RateCard(packaged_rate_card())
-        dirty, self.dirty = self.dirty, set()
-        threads: list[store.ThreadRow] = []
-        for business, person in dirty:
-            t = self.threads.get((business, person))
-            if t is not None:
-                threads.append(
-                    (
-                        business,
-                        person,
-                        t.first_contact_at,
-                        int(t.person_wrote),
-                        t.last_inbound_at,
-                        t.entry_until,
-                        t.entry_source,
-                    )
-                )
-        sends, self.sends = self.sends, []
-        delivered, self.delivered = self.delivered, []
-        if not (threads or sends or delivered):
-            return
-        pending, recent = self.pending, self.recent
-        rates = self.rates
-
-        # a send delivered before this flush is written delivered, priced and charged at once
-        fresh: dict[tuple[int, str, int], store.MeterRow] = {
-            (r[0], r[1], r[2]): (*r, None, 0, "", 0) for r in sends
-        }
-        local: dict[int, int] = {}
-        later: list[tuple[int, str, int, int]] = []
-        for business, envelope_id, person, at in delivered:
-            key = (business, envelope_id, person)
-            row = fresh.get(key)
-            if row is None:
-                later.append((business, envelope_id, person, at))
-            elif row[10] is None:  # the first of the person's devices to acknowledge it
-                price = rates.price(row[4], row[7]) if row[6] == "regular" else 0
-                fresh[key] = (*row[:10], at, price, rates.currency, 1)
-                local[business] = local.get(business, 0) + price
-        meter = list(fresh.values())
-
-        async def write(txn: Txn) -> dict[int, int]:
-            if threads:
-                await store.upsert_threads(txn, threads)
-            if meter:
-                await store.insert_sends(txn, meter)
-            priced: list[store.DeliveryRow] = []
-            for business, envelope_id, person, at in later:
-                meta = pending.get((business, envelope_id, person))
-                if meta is None and (business, envelope_id, person) in recent:
-                    continue
-                if meta is None:  # sent before a restart: the meter row has what it needs
-                    row = await store.send_meta(txn, business, envelope_id, person)
-                    if row is None:
-                        continue  # already delivered to another device, or not a metered send
-                    meta = (row[0], row[1], row[2])
-                category, country, kind_of_price = meta
-                price = rates.price(category, country) if kind_of_price == "regular" else 0
-                priced.append((at, price, rates.currency, business, envelope_id, person))
-            if priced:
-                await store.mark_delivered(txn, priced)
-            charges = await store.take_charges(txn) if priced else {}
-            for business, amount in local.items():
-                charges[business] = charges.get(business, 0) + amount
-            for business, amount in charges.items():
-                if amount:
-                    await store.charge(txn, business, amount)
-            return charges
-
-        try:
-            charges = await self.db.run_interaction("policy_flush", write)
-        except BaseException:
-            # keep everything for the next flush
-            self.dirty |= dirty
-            self.sends[:0] = sends
-            self.delivered[:0] = delivered
-            raise
-        self.flushes += 1
-        for business, envelope_id, person, _ in delivered:
-            pending.pop((business, envelope_id, person), None)
-            recent[(business, envelope_id, person)] = None
-        while len(recent) > 100_000:
-            recent.popitem(last=False)
+        charges = await self.meter.flush(self.threads, self.rates)
         for business, amount in charges.items():
             state = self.biz.get(business)
             if state is not None:
                 state.available -= amount
-        if len(pending) > 1_000_000:  # never delivered (expired): priced from the store
-            for key in list(pending)[:100_000]:
-                del pending[key]
 
     # ------------------------------------------------------------ reads for the services
 
