@@ -195,3 +195,22 @@ async def test_the_business_sees_scoped_ids_and_can_name_people_by_them(relay: H
         404,
         Code.UNKNOWN_RECIPIENT,
     )
+
+
+async def test_the_policy_routes_are_in_the_openapi_document(relay: Harness) -> None:
+    async with relay.client() as http:
+        r = await http.get("/openapi.json")
+    assert r.status_code == 200, r.text
+    paths = r.json()["paths"]
+    for path in (
+        "/v1/consents/{business_id}",
+        "/v1/blocks",
+        "/v1/reports",
+        "/v1/entry/{business_id}",
+        "/v1/business/templates",
+        "/v1/business/usage",
+        "/v1/admin/reports",
+        "/v1/admin/rate-card",
+        "/v1/admin/policy/{business_id}",
+    ):
+        assert path in paths, path
