@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import uvloop
 
 from tresen.client import AsyncDevice, Connection, Credentials
 from tresen.config import Settings, load
@@ -19,6 +21,14 @@ from tresen.relay.server import RelayServer
 from tresen.relay.services import Services
 
 POSTGRES = os.environ.get("TRESEN_TEST_POSTGRES") == "1"
+
+
+def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:
+    """Every test on uvloop, as ``tresen serve`` runs. (On asyncio's own loop a keep-alive
+    request between a client and a server in the same loop waits ~40 ms for a delayed ACK.)"""
+    if os.environ.get("TRESEN_TEST_LOOP") == "asyncio":
+        return {"asyncio": asyncio.new_event_loop}
+    return {"uvloop": uvloop.new_event_loop}
 PG_ADMIN = os.environ.get("TRESEN_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
