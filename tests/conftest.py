@@ -22,6 +22,8 @@ from tresen.relay.services import Services
 
 POSTGRES = os.environ.get("TRESEN_TEST_POSTGRES") == "1"
 
+PG_ADMIN = os.environ.get("TRESEN_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
 
 def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:
     """Every test on uvloop, as ``tresen serve`` runs. (On asyncio's own loop a keep-alive
@@ -29,7 +31,6 @@ def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:
     if os.environ.get("TRESEN_TEST_LOOP") == "asyncio":
         return {"asyncio": asyncio.new_event_loop}
     return {"uvloop": uvloop.new_event_loop}
-PG_ADMIN = os.environ.get("TRESEN_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def fresh_phone() -> str:
