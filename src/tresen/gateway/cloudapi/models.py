@@ -80,11 +80,11 @@ class ContactName(Lax, kw_only=True):
 
 class Contact(Lax, kw_only=True):
     name: ContactName
-    phones: list[dict[str, S256]] = []
-    emails: list[dict[str, S256]] = []
-    addresses: list[dict[str, S256]] = []
-    urls: list[dict[str, S2048]] = []
-    org: dict[str, S256] | None = None
+    phones: list[dict[str, S256 | None]] = []
+    emails: list[dict[str, S256 | None]] = []
+    addresses: list[dict[str, S256 | None]] = []
+    urls: list[dict[str, S2048 | None]] = []
+    org: dict[str, S256 | None] | None = None
     birthday: S10 | None = None
 
 
