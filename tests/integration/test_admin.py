@@ -60,6 +60,8 @@ async def test_token_lifecycle_is_audited(relay: Harness) -> None:
         assert bob["token"].startswith("tad_")
         listed = (await admin.get("/v1/admin/tokens")).json()
         assert [t["name"] for t in listed] == ["alice", "bob"]
+        # use is recorded (at most once a minute), never for a token not yet used
+        assert listed[0]["last_used_at"] is not None and listed[1]["last_used_at"] is None
         assert all("token" not in t for t in listed)
         async with relay.client(bob["token"]) as as_bob:
             assert (await as_bob.get("/v1/admin/whoami")).json()["name"] == "bob"

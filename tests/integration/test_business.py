@@ -73,6 +73,7 @@ async def test_profile_limits_have_stable_codes(relay: Harness) -> None:
         ({"vertical": "SPACESHIPS"}, "vertical"),
         ({"display_name": "   "}, "display_name"),
         ({"slug": "no"}, "slug"),
+        ({"email": "a@" + "b" * 130 + ".example"}, "email"),
     ]
     for fields, field in cases:
         body = {"display_name": "Limits Ltd", **fields}
@@ -100,6 +101,11 @@ async def test_profile_limits_have_stable_codes(relay: Harness) -> None:
     assert problem["fields"] == {"field": "about", "limit": 139}
     assert (await owner.http.get("/v1/business")).json()["about"] == "a" * 139
     error(await owner.http.patch("/v1/business", json={"unknown": 1}), 400, Code.BAD_REQUEST)
+    error(
+        await owner.http.patch("/v1/business", json={"photo": "../etc/passwd"}),
+        400,
+        Code.BAD_REQUEST,
+    )
 
 
 async def test_slugs_are_unique_and_generated(relay: Harness) -> None:
@@ -250,6 +256,16 @@ async def test_greeting_and_away_settings(relay: Harness) -> None:
         "/v1/business/greeting", json={"enabled": True, "text": " Welcome! ", "inactivity_days": 7}
     )
     assert r.json()["greeting"] == {"enabled": True, "text": "Welcome!", "inactivity_days": 7}
+    error(
+        await owner.http.put("/v1/business/greeting", json={"enabled": True, "text": "x" * 4097}),
+        400,
+        Code.INVALID_BUSINESS_PROFILE,
+    )
+    error(
+        await owner.http.put("/v1/business/greeting", json={"enabled": True, "inactivity_days": 0}),
+        400,
+        Code.BAD_REQUEST,
+    )
     error(
         await owner.http.put("/v1/business/greeting", json={"enabled": True, "text": ""}),
         400,

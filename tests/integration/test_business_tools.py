@@ -7,8 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 from tresen.protocol.codes import Code
+from tresen.relay.business import rules
 
 from ..conftest import DeviceHandle, Harness
 
@@ -295,3 +297,21 @@ async def test_labels_on_chats(relay: Harness) -> None:
     error(
         await owner.http.post("/v1/business/labels", json={"name": "L99"}), 409, Code.BUSINESS_LIMIT
     )
+
+
+async def test_catalog_size_limit(relay: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rules, "MAX_PRODUCTS", 2)
+    owner = await business(relay)
+    for name in ("a", "b"):
+        r = await owner.http.post(
+            "/v1/business/products", json={"name": name, "price": 1, "currency": "USD"}
+        )
+        assert r.status_code == 201
+    problem = error(
+        await owner.http.post(
+            "/v1/business/products", json={"name": "c", "price": 1, "currency": "USD"}
+        ),
+        409,
+        Code.BUSINESS_LIMIT,
+    )
+    assert problem["fields"]["limit"] == 2
