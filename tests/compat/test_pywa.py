@@ -85,59 +85,64 @@ class Setup:
 
 
 @pytest.fixture
-async def setup(relay: Harness, db_url: str, tmp_path: Path) -> AsyncIterator[Setup]:
-    async for biz in start_gateway(relay, db_url, tmp_path):
-        boot = biz.boot
+async def biz(relay: Harness, db_url: str, tmp_path: Path) -> AsyncIterator[Business]:
+    async for business in start_gateway(relay, db_url, tmp_path):
+        yield business
 
-        async def clip(_: Any) -> Response:
-            return Response(CLIP, media_type="video/mp4")
 
-        app = Starlette(routes=[Route("/files/clip.mp4", clip)])
-        session = httpx.AsyncClient(transport=ToGateway(biz.url), timeout=30)
-        wa = WhatsApp(
-            phone_id=boot.phone_number_id,
-            token=boot.access_token,
-            session=session,
-            api_version="22.0",
-            waba_id=boot.waba_id,
-            app_secret=boot.app_secret,
-            verify_token=boot.verify_token,
-            server=app,
-            webhook_endpoint="/hook",
-            validate_updates=True,
-            filter_updates=True,
-        )
-        messages: asyncio.Queue[Message] = asyncio.Queue()
-        statuses: asyncio.Queue[MessageStatus] = asyncio.Queue()
-        buttons: asyncio.Queue[CallbackButton] = asyncio.Queue()
+@pytest.fixture
+async def setup(biz: Business, relay: Harness, tmp_path: Path) -> AsyncIterator[Setup]:
+    boot = biz.boot
 
-        @wa.on_message()
-        async def on_message(_: WhatsApp, msg: Message) -> None:
-            await messages.put(msg)
+    async def clip(_: Any) -> Response:
+        return Response(CLIP, media_type="video/mp4")
 
-        @wa.on_message_status()
-        async def on_status(_: WhatsApp, status: MessageStatus) -> None:
-            await statuses.put(status)
+    app = Starlette(routes=[Route("/files/clip.mp4", clip)])
+    session = httpx.AsyncClient(transport=ToGateway(biz.url), timeout=30)
+    wa = WhatsApp(
+        phone_id=boot.phone_number_id,
+        token=boot.access_token,
+        session=session,
+        api_version="22.0",
+        waba_id=boot.waba_id,
+        app_secret=boot.app_secret,
+        verify_token=boot.verify_token,
+        server=app,
+        webhook_endpoint="/hook",
+        validate_updates=True,
+        filter_updates=True,
+    )
+    messages: asyncio.Queue[Message] = asyncio.Queue()
+    statuses: asyncio.Queue[MessageStatus] = asyncio.Queue()
+    buttons: asyncio.Queue[CallbackButton] = asyncio.Queue()
 
-        @wa.on_callback_button()
-        async def on_button(_: WhatsApp, button: CallbackButton) -> None:
-            await buttons.put(button)
+    @wa.on_message()
+    async def on_message(_: WhatsApp, msg: Message) -> None:
+        await messages.put(msg)
 
-        server = Uvicorn(app)
-        await server.start()
-        # the gateway runs Meta's handshake against pywa's own verification route
-        r = await biz.http.post(
-            f"/v22.0/{boot.waba_id}/subscribed_apps",
-            json={"override_callback_uri": f"{server.url}/hook", "verify_token": boot.verify_token},
-        )
-        assert r.status_code == 200, r.text
-        sheena = await person(relay, tmp_path)
-        try:
-            yield Setup(biz, wa, server.url, messages, statuses, buttons, sheena)
-        finally:
-            await sheena.close()
-            await session.aclose()
-            await server.stop()
+    @wa.on_message_status()
+    async def on_status(_: WhatsApp, status: MessageStatus) -> None:
+        await statuses.put(status)
+
+    @wa.on_callback_button()
+    async def on_button(_: WhatsApp, button: CallbackButton) -> None:
+        await buttons.put(button)
+
+    server = Uvicorn(app)
+    await server.start()
+    # the gateway runs Meta's handshake against pywa's own verification route
+    r = await biz.http.post(
+        f"/v22.0/{boot.waba_id}/subscribed_apps",
+        json={"override_callback_uri": f"{server.url}/hook", "verify_token": boot.verify_token},
+    )
+    assert r.status_code == 200, r.text
+    sheena = await person(relay, tmp_path)
+    try:
+        yield Setup(biz, wa, server.url, messages, statuses, buttons, sheena)
+    finally:
+        await sheena.close()
+        await session.aclose()
+        await server.stop()
 
 
 async def first_contact(s: Setup) -> Message:

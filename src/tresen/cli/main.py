@@ -150,6 +150,15 @@ def _register_admin() -> None:
 _register_admin()
 
 
+def _register_business() -> None:
+    from tresen.cli.business import business_app
+
+    app.add_typer(business_app, name="business")  # the gateway (issue 5)
+
+
+_register_business()
+
+
 def main() -> None:
     try:
         app()

@@ -38,15 +38,18 @@ async def create_number(
     name: str,
     vertical: str = "UNDEFINED",
     base_url: str = "",
+    request_code: bool = True,
 ) -> tuple[Number, Bootstrap]:
-    """Register ``phone`` on the relay (the code comes from ``code(normalised phone)``), make
-    it a business named ``name``, and record it; returns the number and what to print."""
+    """Register ``phone`` on the relay (the code comes from ``code(normalised phone)``; with
+    ``request_code=False`` it was requested before), make it a business named ``name``, and
+    record it; returns the number and what to print."""
     async with RelayAPI(relay_url) as api:
-        sent = await api.request_code(phone)
-        normalised = str(sent["phone"])
+        normalised = str((await api.request_code(phone))["phone"]) if request_code else phone
         body = await api.register(normalised, await code(normalised), "tresen business gateway")
     async with RelayAPI(relay_url, str(body["token"])) as api:
-        await BusinessAPI(api).create(display_name=name, vertical=vertical)
+        biz = BusinessAPI(api)
+        await biz.create(display_name=name, vertical=vertical)
+        await biz.standing()  # makes every policy gate know the business at once
     return await record_number(
         db,
         data_dir,

@@ -84,6 +84,8 @@ class Line:
 class GatewaySettings:
     data_dir: Path
     public_url: str = ""
+    #: how often new numbers and rotated tokens are read from the database
+    refresh_seconds: float = 5.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -104,6 +106,8 @@ class Gateway:
         self.outbox = Outbox(db, self.number_of, settings.retry, clock=clock)
         self.media = MediaService(db, clock=clock)
         self.base_url = settings.public_url
+        self._watcher: asyncio.Task[None] | None = None
+        self._opening = asyncio.Lock()
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -111,12 +115,38 @@ class Gateway:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        await self.refresh_numbers()
+        await self.outbox.start()
+        self._watcher = asyncio.create_task(self._watch_numbers(), name="tresen-gateway-numbers")
+
+    async def refresh_numbers(self) -> None:
+        """Open numbers created since (``tresen business create``) and take rotated tokens."""
         rows = await self.db.run_interaction("gw_numbers", store.numbers, write=False)
         for row in rows:
-            await self.open_line(number_from_row(row))
-        await self.outbox.start()
+            number = number_from_row(row)
+            line = self.lines.get(number.id)
+            if line is None:
+                await self.open_line(number)
+            elif line.number.token_hash != number.token_hash:
+                self.tokens.pop(line.number.token_hash, None)
+                line.number.token_hash = number.token_hash
+                self.tokens[number.token_hash] = number.id
+
+    async def _watch_numbers(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.refresh_seconds)
+            try:
+                await self.refresh_numbers()
+            except Exception as exc:  # keep serving the numbers already open
+                log.warning("reading the gateway's numbers failed: %s", exc)
 
     async def open_line(self, number: Number) -> Line:
+        """Start serving ``number`` (once: a second call returns the open line)."""
+        async with self._opening:
+            line = self.lines.get(number.id)
+            return line if line is not None else await self._open_line(number)
+
+    async def _open_line(self, number: Number) -> Line:
         path, key_file = crypto_paths(self.settings.data_dir, number.id)
         credentials = Credentials(
             url=number.relay_url,
@@ -135,6 +165,10 @@ class Gateway:
         return line
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         await self.outbox.close()
         for line in self.lines.values():
             if line.task is not None:
