@@ -131,3 +131,18 @@ async def test_businesses_do_not_send_to_groups(relay: Harness) -> None:
     with pytest.raises(Exception) as caught:
         await conn.send_group(group, b"to everyone", devices=[person.device_id])
     assert getattr(caught.value, "code", None) == Code.BUSINESS_GROUP_SEND
+
+
+async def test_between_two_businesses_each_message_opens_the_others_window(
+    relay: Harness,
+) -> None:
+    supplier = await make_business(relay, "Supplier")
+    shop = await make_business(relay, "Shop")
+    sconn, shconn = await supplier.connect(), await shop.connect()
+    await refused(shconn, supplier, None, Code.REENGAGEMENT_REQUIRED)
+    # the shop's owner opens the supplier's chat from its link: the supplier may write
+    r = await shop.http.post(f"/v1/entry/{supplier.account_id}", json={"source": "link"})
+    assert r.status_code == 200
+    await send(sconn, shop)
+    # and that message opened the shop's window towards the supplier
+    await send(shconn, supplier)

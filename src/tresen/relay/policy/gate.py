@@ -172,6 +172,8 @@ class PolicyGate:
             raise PolicyRefused("message undeliverable", code=Code.MESSAGE_UNDELIVERABLE)
         if sender in self.businesses:
             await self._business_send(sender, recipient, biz or SERVICE, envelope_id)
+            if recipient in self.businesses:  # business to business: the recipient's window
+                await self._person_wrote(recipient, sender)
         elif biz is not None:
             if not await self._is_business(sender):
                 raise InvalidRequest("only business accounts mark envelopes with 'biz'")

@@ -86,7 +86,8 @@ class QualityService:
                 log.exception("quality evaluation failed; will retry")
 
     async def do_sweep(self) -> list[Standing]:
-        """Rate every business and end pauses that ran out."""
+        """End pauses that ran out; rate every business that sent business-initiated messages
+        in the quality window or is not GREEN (the others have nothing to rate)."""
         await self.gate.flush()
         now = self.clock.now_ms()
 
@@ -99,7 +100,11 @@ class QualityService:
 
         for business in await self.db.run_interaction("unpause_templates", unpause):
             self.gate.publish(PolicyChanged(what="template", a=business))
-        return [await self.do_evaluate(b, flush=False) for b in sorted(self.gate.businesses)]
+        since = now - self.settings.quality_window_days * DAY_MS
+        active = await self.db.run_interaction(
+            "active_businesses", lambda txn: store.active_businesses(txn, since), write=False
+        )
+        return [await self.do_evaluate(b, flush=False) for b in active]
 
     async def do_evaluate(self, business: int, *, flush: bool = True) -> Standing:
         if flush:

@@ -269,6 +269,16 @@ async def standing(txn: Txn, business: int) -> Row | None:
     )
 
 
+async def active_businesses(txn: Txn, since: int) -> list[int]:
+    """Businesses with business-initiated sends since ``since`` or a rating to recover from."""
+    rows = await txn.fetch(
+        "SELECT DISTINCT business_id FROM business_sends WHERE sent_at > ? AND initiated = 1 "
+        "UNION SELECT account_id FROM business_policy WHERE quality <> 'GREEN'",
+        since,
+    )
+    return sorted(int(r[0]) for r in rows)
+
+
 async def set_throughput(txn: Txn, business: int, per_second: int) -> None:
     await ensure_business_policy(txn, business)
     await txn.execute(
