@@ -4,6 +4,7 @@ and business-scoped user ids with phone sharing."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -386,3 +387,29 @@ async def test_scoped_ids_and_phone_sharing(relay: Harness) -> None:
         Code.NOT_A_BUSINESS,
     )
     error(await shop.http.get("/v1/business/people/987654321"), 404, Code.UNKNOWN_RECIPIENT)
+
+
+async def test_concurrent_creates_conflict_cleanly(relay: Harness) -> None:
+    owners = [await relay.new_device() for _ in range(6)]
+    answers = await asyncio.gather(
+        *(
+            o.http.post("/v1/business", json={"display_name": "Same", "slug": "same"})
+            for o in owners
+        )
+    )
+    assert sorted(r.status_code for r in answers) == [201] + [409] * 5
+    assert {r.json()["error"]["code"] for r in answers if r.status_code == 409} == {Code.SLUG_TAKEN}
+    solo = await relay.new_device()
+    answers = await asyncio.gather(
+        *(solo.http.post("/v1/business", json={"display_name": f"Solo {i}"}) for i in range(4))
+    )
+    assert sorted(r.status_code for r in answers) == [201, 409, 409, 409]
+    shop = solo
+    answers = await asyncio.gather(
+        *(
+            shop.http.post("/v1/business/quick-replies", json={"shortcut": "hi", "text": str(i)})
+            for i in range(4)
+        )
+    )
+    assert sorted(r.status_code for r in answers) == [201, 409, 409, 409]
+    assert len((await shop.http.get("/v1/business/quick-replies")).json()) == 1

@@ -235,7 +235,10 @@ class BusinessService:
                 while await store.slug_taken(txn, slug := rules.slug_from_name(name, suffix)):
                     suffix = suffix + 1 if suffix else 2
                 record.slug = slug
-            await store.insert_business(txn, record)
+            if not await store.insert_business(txn, record):  # a concurrent create won
+                if await store.get_business(txn, who.account_id) is not None:
+                    raise Conflict("this account is already a business", code=Code.BUSINESS_EXISTS)
+                raise Conflict(f"the short link {record.slug!r} is taken", code=Code.SLUG_TAKEN)
             return await self._own(txn, who.account_id, base_url)
 
         created = await self.db.run_interaction("create_business", create)

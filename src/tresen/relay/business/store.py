@@ -76,13 +76,16 @@ async def slug_taken(txn: Txn, slug: str, except_account: int | None = None) -> 
     return row is not None
 
 
-async def insert_business(txn: Txn, record: BusinessRecord) -> None:
+async def insert_business(txn: Txn, record: BusinessRecord) -> bool:
+    """False if the account or the slug was taken meanwhile (a concurrent create)."""
     values = msgspec.structs.astuple(record)
     placeholders = ", ".join("?" * len(values))
-    await txn.execute(
-        f"INSERT INTO businesses ({_BUSINESS_COLUMNS}) VALUES ({placeholders})",  # noqa: S608
+    changed = await txn.execute(
+        f"INSERT INTO businesses ({_BUSINESS_COLUMNS}) VALUES ({placeholders}) "  # noqa: S608
+        "ON CONFLICT DO NOTHING",
         *[int(v) if isinstance(v, bool) else v for v in values],
     )
+    return changed > 0
 
 
 async def update_business(txn: Txn, account_id: int, changes: dict[str, Any]) -> None:
@@ -216,11 +219,12 @@ def _product(r: Row) -> Product:
     )
 
 
-async def insert_product(txn: Txn, product: Product) -> int:
+async def insert_product(txn: Txn, product: Product) -> int | None:
+    """The new id, or None if the retailer id was taken meanwhile."""
     (pid,) = await txn.next_ids("product_seq", 1)
-    await txn.execute(
+    changed = await txn.execute(
         f"INSERT INTO products ({_PRODUCT_COLUMNS}) "  # noqa: S608
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         pid,
         product.business_id,
         product.retailer_id,
@@ -233,7 +237,7 @@ async def insert_product(txn: Txn, product: Product) -> int:
         product.created_at,
         product.updated_at,
     )
-    return pid
+    return pid if changed else None
 
 
 async def get_product(txn: Txn, business_id: int, product_id: int) -> Product | None:
@@ -311,11 +315,12 @@ def _quick_reply(r: Row) -> QuickReply:
 
 async def insert_quick_reply(
     txn: Txn, business_id: int, shortcut: str, text: str, now: int
-) -> QuickReply:
+) -> QuickReply | None:
+    """None if the shortcut was taken meanwhile."""
     (qid,) = await txn.next_ids("quick_reply_seq", 1)
-    await txn.execute(
+    changed = await txn.execute(
         "INSERT INTO quick_replies (id, account_id, shortcut, text, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         qid,
         business_id,
         shortcut,
@@ -323,6 +328,8 @@ async def insert_quick_reply(
         now,
         now,
     )
+    if not changed:
+        return None
     return QuickReply(id=qid, shortcut=shortcut, text=text, created_at=now, updated_at=now)
 
 
@@ -379,17 +386,19 @@ async def count_quick_replies(txn: Txn, business_id: int) -> int:
 # ---------------------------------------------------------------- labels
 
 
-async def insert_label(txn: Txn, business_id: int, name: str, color: str, now: int) -> int:
+async def insert_label(txn: Txn, business_id: int, name: str, color: str, now: int) -> int | None:
+    """The new id, or None if the name was taken meanwhile."""
     (lid,) = await txn.next_ids("label_seq", 1)
-    await txn.execute(
-        "INSERT INTO labels (id, account_id, name, color, created_at) VALUES (?, ?, ?, ?, ?)",
+    changed = await txn.execute(
+        "INSERT INTO labels (id, account_id, name, color, created_at) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
         lid,
         business_id,
         name,
         color,
         now,
     )
-    return lid
+    return lid if changed else None
 
 
 async def label_by_name(txn: Txn, business_id: int, name: str) -> int | None:

@@ -73,7 +73,13 @@ class BusinessToolsService:
                     f"retailer id {product.retailer_id!r} is already in the catalog",
                     code=Code.PRODUCT_EXISTS,
                 )
-            product.id = await store.insert_product(txn, product)
+            product_id = await store.insert_product(txn, product)
+            if product_id is None:  # a concurrent add took the retailer id
+                raise Conflict(
+                    f"retailer id {product.retailer_id!r} is already in the catalog",
+                    code=Code.PRODUCT_EXISTS,
+                )
+            product.id = product_id
             return product
 
         return await self.db.run_interaction("create_product", create)
@@ -161,7 +167,12 @@ class BusinessToolsService:
                 raise Conflict(
                     f"the shortcut /{shortcut} is already used", code=Code.QUICK_REPLY_EXISTS
                 )
-            return await store.insert_quick_reply(txn, who.account_id, shortcut, text, now)
+            created = await store.insert_quick_reply(txn, who.account_id, shortcut, text, now)
+            if created is None:  # a concurrent add took the shortcut
+                raise Conflict(
+                    f"the shortcut /{shortcut} is already used", code=Code.QUICK_REPLY_EXISTS
+                )
+            return created
 
         return await self.db.run_interaction("create_quick_reply", create)
 
@@ -223,6 +234,8 @@ class BusinessToolsService:
             if await store.label_by_name(txn, who.account_id, name) is not None:
                 raise Conflict(f"a label named {name!r} exists", code=Code.LABEL_EXISTS)
             lid = await store.insert_label(txn, who.account_id, name, color, now)
+            if lid is None:  # a concurrent add took the name
+                raise Conflict(f"a label named {name!r} exists", code=Code.LABEL_EXISTS)
             return Label(id=lid, name=name, color=color, chats=0, created_at=now)
 
         return await self.db.run_interaction("create_label", create)
