@@ -1,0 +1,275 @@
+"""Cloud API errors from the gateway: the Graph envelope, codes and HTTP statuses, relay policy
+codes mapped (131047, 131026 as a failed status), template checks (132000/132001/132012), and
+parameters from JSON, form or query under any version prefix."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Harness
+from tests.integration.gateway_harness import (
+    Business,
+    Receiver,
+    Uvicorn,
+    next_message,
+    person,
+    start_gateway,
+)
+from tresen.relay.admin.models import AdminPrincipal
+from tresen.relay.templates.models import TemplateReview
+
+TEXT = {"messaging_product": "whatsapp", "type": "text", "text": {"body": "hi"}}
+
+
+@pytest.fixture
+async def biz(relay: Harness, db_url: str, tmp_path: Path) -> AsyncIterator[Business]:
+    async for business in start_gateway(relay, db_url, tmp_path):
+        yield business
+
+
+@pytest.fixture
+async def hook(biz: Business) -> AsyncIterator[Receiver]:
+    receiver = Receiver(biz.boot.app_secret, biz.boot.verify_token)
+    server = Uvicorn(receiver.app())
+    await server.start()
+    r = await biz.http.post(
+        f"/v22.0/{biz.boot.waba_id}/subscribed_apps",
+        json={"override_callback_uri": f"{server.url}/hook", "verify_token": biz.boot.verify_token},
+    )
+    assert r.status_code == 200
+    try:
+        yield receiver
+    finally:
+        await server.stop()
+
+
+def graph_error(r: httpx.Response, status: int, code: int) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    error: dict[str, Any] = r.json()["error"]
+    assert error["code"] == code, error
+    assert error["type"] == "OAuthException" and error["fbtrace_id"]
+    assert error["message"].startswith(f"(#{code})")
+    assert error["error_data"]["messaging_product"] == "whatsapp"
+    return error
+
+
+async def writer(biz: Business, hook: Receiver, relay: Harness, tmp: Path) -> tuple[Any, str]:
+    """A person who wrote first (the window is open); returns the device and the scoped id."""
+    device = await person(relay, tmp)
+    await device.send(biz.boot.relay_account_id, "hello")
+    value = await hook.next("messages")
+    return device, value["contacts"][0]["user_id"]
+
+
+async def test_tokens_and_nodes(biz: Business) -> None:
+    number = biz.boot.phone_number_id
+    async with httpx.AsyncClient(base_url=biz.url) as anon:
+        graph_error(await anon.post(f"/v22.0/{number}/messages", json=TEXT), 401, 190)
+        r = await anon.post(
+            f"/v22.0/{number}/messages", json=TEXT, headers={"Authorization": "Bearer nope"}
+        )
+        graph_error(r, 401, 190)
+    error = graph_error(await biz.http.post("/v22.0/123456/messages", json=TEXT), 400, 100)
+    assert error["error_subcode"] == 33
+    graph_error(await biz.http.get("/v22.0/999999999"), 400, 100)
+    r = await biz.http.get(f"/v22.0/{biz.boot.waba_id}/message_templates")
+    assert r.status_code == 200 and r.json()["data"] == []
+
+
+async def test_validation(biz: Business) -> None:
+    def body(**changes: Any) -> dict[str, Any]:
+        return {**TEXT, "to": "TR.00000000000000000001", **changes}
+
+    error = graph_error(await biz.send(body(text={})), 400, 131009)
+    assert "text" in error["error_data"]["details"]
+    error = graph_error(await biz.send(body(text={"body": "x" * 4097})), 400, 131009)
+    graph_error(await biz.send(body(type="hologram")), 400, 131051)
+    graph_error(await biz.send(body(colour="red")), 400, 131009)
+    graph_error(await biz.send({"type": "text", "to": "1", "text": {"body": "x"}}), 400, 131008)
+    graph_error(await biz.send(body(messaging_product="sms")), 400, 100)
+    r = await biz.send(body(type="image", image={"id": "1", "link": "https://x.test/a.png"}))
+    graph_error(r, 400, 131009)
+    r = await biz.send(
+        body(
+            type="interactive",
+            interactive={
+                "type": "button",
+                "body": {"text": "?"},
+                "action": {"buttons": [{"type": "reply", "reply": {"id": "a", "title": "A"}}] * 2},
+            },
+        )
+    )
+    graph_error(r, 400, 131009)  # duplicate ids
+    r = await biz.http.post(
+        f"/{biz.boot.phone_number_id}/messages",
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
+    graph_error(r, 400, 100)
+    # an unknown person
+    graph_error(await biz.send(body(to="+49 151 99999999")), 400, 131026)
+
+
+async def test_window_and_async_failures(
+    biz: Business, hook: Receiver, relay: Harness, tmp_path: Path
+) -> None:
+    stranger = await person(relay, tmp_path, "Bob")
+    try:
+        scoped = (await biz.server.gateway.person(line(biz), stranger.account_id)).scoped_id
+        error = graph_error(await biz.send({**TEXT, "to": scoped}), 400, 131047)
+        assert error["error_data"]["details"]
+    finally:
+        await stranger.close()
+    sheena, to = await writer(biz, hook, relay, tmp_path)
+    try:
+        # she blocks the business: the send is accepted and fails asynchronously (131026)
+        r = await sheena.device.api.request(
+            "POST", "/v1/blocks", json={"account": biz.boot.relay_account_id}
+        )
+        r = await biz.send({**TEXT, "to": to, "biz_opaque_callback_data": "order-7"})
+        assert r.status_code == 200, r.text
+        status = (await hook.next("statuses"))["statuses"][0]
+        assert status["status"] == "failed" and status["errors"][0]["code"] == 131026
+        assert status["biz_opaque_callback_data"] == "order-7"
+        assert status["id"] == r.json()["messages"][0]["id"]
+    finally:
+        await sheena.close()
+
+
+async def test_templates_checked_and_rendered(
+    biz: Business, hook: Receiver, relay: Harness, tmp_path: Path
+) -> None:
+    waba = biz.boot.waba_id
+    r = await biz.http.post(
+        f"/v22.0/{waba}/message_templates",
+        json={
+            "name": "ready",
+            "language": "en_US",
+            "category": "UTILITY",
+            "parameter_format": "NAMED",
+            "components": [
+                {
+                    "type": "BODY",
+                    "text": "Hi {{first_name}}, order {{order}} is ready.",
+                    "example": {
+                        "body_text_named_params": [
+                            {"param_name": "first_name", "example": "Ann"},
+                            {"param_name": "order", "example": "A-1"},
+                        ]
+                    },
+                }
+            ],
+        },
+    )
+    assert r.status_code == 200, r.text
+    template_id = r.json()["id"]
+    assert r.json()["status"] == "PENDING"
+    sheena, to = await writer(biz, hook, relay, tmp_path)
+    try:
+
+        def send(params: list[dict[str, Any]], name: str = "ready") -> Any:
+            return biz.send(
+                {
+                    "messaging_product": "whatsapp",
+                    "to": to,
+                    "type": "template",
+                    "template": {
+                        "name": name,
+                        "language": {"code": "en_US"},
+                        "components": [{"type": "body", "parameters": params}],
+                    },
+                }
+            )
+
+        good = [
+            {"type": "text", "parameter_name": "first_name", "text": "Sheena"},
+            {"type": "text", "parameter_name": "order", "text": "B-2"},
+        ]
+        graph_error(await send(good), 400, 132001)  # still PENDING
+        admin = AdminPrincipal(admin_id=None, name="gateway-test")
+        await relay.services.templates.do_review(
+            admin, int(template_id), TemplateReview(status="APPROVED")
+        )
+        r = await biz.http.get(f"/v22.0/{template_id}")
+        assert r.status_code == 200 and r.json()["status"] == "APPROVED"
+        line(biz).templates.clear()
+        graph_error(await send(good, name="nope"), 400, 132001)
+        graph_error(await send(good[:1]), 400, 132000)
+        wrong = [good[0], {**good[1], "parameter_name": "orders"}]
+        graph_error(await send(wrong), 400, 132012)
+        r = await send(good)
+        assert r.status_code == 200, r.text
+        assert r.json()["messages"][0]["message_status"] == "accepted"
+        got = await next_message(sheena)
+        assert got.content["body"] == "Hi Sheena, order B-2 is ready."
+        status = (await hook.next("statuses"))["statuses"][0]
+        assert status["pricing"] == {
+            "billable": True,
+            "pricing_model": "PMP",
+            "category": "utility",
+            "type": "regular",
+        }
+        r = await biz.http.get(f"/v22.0/{waba}/message_templates", params={"status": "APPROVED"})
+        assert [t["name"] for t in r.json()["data"]] == ["ready"]
+        r = await biz.http.delete(f"/v22.0/{waba}/message_templates", params={"name": "ready"})
+        assert r.status_code == 200 and r.json() == {"success": True}
+        graph_error(await send(good), 400, 132001)
+    finally:
+        await sheena.close()
+
+
+async def test_form_query_and_versions(
+    biz: Business, hook: Receiver, relay: Harness, tmp_path: Path
+) -> None:
+    sheena, to = await writer(biz, hook, relay, tmp_path)
+    number = biz.boot.phone_number_id
+    try:
+        r = await biz.http.post(
+            f"/v17.0/{number}/messages",
+            data={"messaging_product": "whatsapp", "to": to, "text": '{"body": "by form"}'},
+        )
+        assert r.status_code == 200, r.text
+        assert (await next_message(sheena)).content["body"] == "by form"
+        r = await biz.http.post(
+            f"/{number}/messages",
+            params={"messaging_product": "whatsapp", "to": to, "type": "text"},
+            json={"text": {"body": "query and json"}},
+        )
+        assert r.status_code == 200, r.text
+        assert (await next_message(sheena)).content["body"] == "query and json"
+        r = await biz.http.post(
+            f"/v26.0/{number}/messages",
+            json={"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.x"},
+        )
+        graph_error(r, 400, 100)
+    finally:
+        await sheena.close()
+
+
+async def test_block_users(biz: Business, hook: Receiver, relay: Harness, tmp_path: Path) -> None:
+    sheena, to = await writer(biz, hook, relay, tmp_path)
+    number = biz.boot.phone_number_id
+    try:
+        body = {"messaging_product": "whatsapp", "block_users": [{"user": to}, {"user": "+1"}]}
+        r = await biz.http.post(f"/{number}/block_users", json=body)
+        assert r.status_code == 200, r.text
+        result = r.json()["block_users"]
+        assert [u["user_id"] for u in result["added_users"]] == [to]
+        assert result["failed_users"][0]["input"] == "+1"
+        r = await biz.http.get(f"/{number}/block_users")
+        assert [u["user_id"] for u in r.json()["data"]] == [to]
+        r = await biz.http.request("DELETE", f"/{number}/block_users", json=body)
+        assert [u["user_id"] for u in r.json()["block_users"]["removed_users"]] == [to]
+        r = await biz.http.get(f"/{number}/block_users")
+        assert r.json()["data"] == []
+    finally:
+        await sheena.close()
+
+
+def line(biz: Business) -> Any:
+    return biz.server.gateway.lines[biz.boot.phone_number_id]
