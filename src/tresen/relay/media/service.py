@@ -434,19 +434,27 @@ class MediaService:
         except BlobNotFound:
             log.warning("media %s has a row but no blob; it will be purged", media_id)
             raise _not_found(media_id) from None
-        chunks = self._stream(reader, media_id, who.device_id, granted and end == size - 1)
+        counts = granted and end == size - 1
+        chunks = self._stream(reader, media_id, who.device_id, end - start + 1, counts)
         return Download(media_id, size, start, end, wanted is not None, chunks)
 
     async def _stream(
-        self, reader: BlobReader, media_id: str, device: int, counts: bool
+        self, reader: BlobReader, media_id: str, device: int, length: int, counts: bool
     ) -> AsyncIterator[bytes]:
+        """The bytes; a granted device is recorded as having fetched the blob when the chunk
+        holding its last byte is handed to the connection. Recording it before that chunk goes
+        out means a client that hangs up the moment it has every byte is still counted; if that
+        last chunk is lost instead, the grace period (``media_fetched_grace_seconds``) leaves
+        time to fetch it again."""
+        handed = 0
         try:
             async for chunk in reader:
+                handed += len(chunk)
+                if counts and handed == length:
+                    await self.do_mark_fetched(media_id, device)
                 yield chunk
         finally:
             await reader.aclose()
-        if counts:  # the last byte went out: this device fetched the blob
-            await self.do_mark_fetched(media_id, device)
 
     async def do_mark_fetched(self, media_id: str, device: int) -> None:
         now = self.clock.now_ms()
