@@ -50,7 +50,7 @@ async def deliveries(biz: Business, state: str = "") -> list[dict[str, Any]]:
 async def test_handshake_must_echo_the_challenge(
     biz: Business, receiver: tuple[Receiver, str]
 ) -> None:
-    hook, url = receiver
+    _, url = receiver
     r = await subscribe(biz, url, "not-the-token")
     assert r.status_code == 400 and r.json()["error"]["code"] == 2200
     r = await biz.http.get(f"/v22.0/{biz.boot.waba_id}/subscribed_apps")
