@@ -164,12 +164,13 @@ def free_port() -> int:
 class Relay:
     """``python -m tresen serve`` as a child process, with the bench's rate limits lifted."""
 
-    def __init__(self, db: str, workdir: Path) -> None:
+    def __init__(self, db: str, workdir: Path, synchronous: str = "full") -> None:
         self.db = db
         self.port = free_port()
         self.logfile = workdir / f"relay-{self.port}.log"
         self.proc: asyncio.subprocess.Process | None = None
         self.ps: psutil.Process | None = None
+        self.synchronous = synchronous
 
     @property
     def url(self) -> str:
@@ -186,7 +187,7 @@ class Relay:
             "TRESEN_FRAMES_PER_SECOND": "1000000",
             "TRESEN_FRAME_BURST": "1000000",
             "TRESEN_CODE_ATTEMPTS_PER_ADDRESS_PER_HOUR": "100000000",
-            "TRESEN_SQLITE_SYNCHRONOUS": "full",
+            "TRESEN_SQLITE_SYNCHRONOUS": self.synchronous,
         }
         env.pop("TRESEN_CONFIG", None)
         command = [sys.executable, "-m", "tresen", "serve", "--host", "127.0.0.1"]
@@ -701,7 +702,7 @@ async def run_backend(name: str, db: str, opts: Options) -> dict[str, Any]:
     result["setup"] = {"devices_registered": total, "register_s": round(took, 1)}
     log(f"[{name}] registered {total} devices in {took:.1f} s")
 
-    relay = Relay(db, opts.workdir)
+    relay = Relay(db, opts.workdir, "normal" if name == "sqlite-normal" else "full")
     await relay.start()
     result["setup"]["relay_rss_mb_at_start"] = round(relay.rss() / 2**20, 1)
     log(f"[{name}] relay pid {relay.pid} on port {relay.port}")
@@ -849,7 +850,7 @@ def _ratio(ours: float | None, theirs: float) -> float | None:
 
 @contextlib.asynccontextmanager
 async def fresh_database(backend: str, workdir: Path, pg_admin: str) -> Any:
-    if backend == "sqlite":
+    if backend.startswith("sqlite"):
         yield f"sqlite:///{workdir}/relay-{secrets.token_hex(4)}.db"
         return
     name = f"tresen_bench_{secrets.token_hex(6)}"
@@ -902,7 +903,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=",".join(PHASES),
         help=f"which of {','.join(PHASES)} to run (in that order)",
     )
-    p.add_argument("--backends", default="sqlite,postgres", help="sqlite, postgres or both")
+    p.add_argument(
+        "--backends",
+        default="sqlite,postgres",
+        help="any of sqlite (synchronous=full: fsync per commit, the default), sqlite-normal "
+        "(synchronous=normal: survives a process crash, not a power cut), postgres",
+    )
     p.add_argument(
         "--pg-admin",
         default=os.environ.get("TRESEN_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
@@ -911,9 +917,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=None, help="where SQLite files and logs go")
     args = p.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    bad = set(backends) - {"sqlite", "postgres"}
+    bad = set(backends) - {"sqlite", "sqlite-normal", "postgres"}
     if bad or not backends:
-        p.error(f"--backends takes sqlite and/or postgres, not {sorted(bad)}")
+        p.error(f"--backends takes sqlite, sqlite-normal and/or postgres, not {sorted(bad)}")
     if len(args.idle) == 1 or (args.idle and args.idle != sorted(args.idle)):
         p.error("--idle takes at least two ascending steps (or none: --idle '')")
     if args.body_bytes < STAMP.size:
@@ -1011,7 +1017,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "idle_steps": args.idle,
         "backends": args.backends,
         "phases": args.phases,
-        "sqlite_synchronous": "full",
+        "sqlite_synchronous": "sqlite: full (fsync per commit); sqlite-normal: normal",
         "cpus": os.cpu_count(),
         "rlimit_nofile": limit,
         "total_s": round(time.perf_counter() - started, 1),

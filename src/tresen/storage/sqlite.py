@@ -1,18 +1,16 @@
-"""SQLite engine: WAL, one writer at a time, and no SQLite work on the event loop.
+"""SQLite engine: WAL, one writer at a time, fsyncs off the event loop.
 
-Every interaction runs whole in a worker thread: writes (BEGIN IMMEDIATE … COMMIT, which waits
-on fsync with ``synchronous=FULL``) in the writer's, reads in the reader's, on a connection of
-their own, so they see only committed data (WAL snapshots). SQLite releases the GIL while it
-works, so the loop keeps serving connections on the other core meanwhile. The stores' code is
-written against the async :class:`~tresen.storage.engine.Txn`; here its methods never suspend,
-so an interaction's coroutine is driven to its end in the thread in one step. An interaction
-must therefore await nothing but its transaction (the rule for every engine: no I/O, no events
-inside a transaction); one that does fails loudly in tests.
+Statements run on the event loop thread (they take microseconds); the COMMIT, which waits on
+fsync with ``synchronous=FULL``, runs in a worker thread so the loop keeps serving connections.
+Running whole interactions in a thread was tried and measured worse: SQLite releases the GIL
+for every row it steps, and with the loop busy each re-acquisition waits for the interpreter's
+switch interval (a convoy). Reads use their own connection and so see only committed data (WAL
+snapshots).
 
 Checkpoints (copying the WAL back into the database file, with its own fsyncs) never run inside
-a commit: automatic checkpoints are off on the writer's connection, and a third thread runs a
-passive checkpoint on a connection of its own every :attr:`SqliteDatabase.checkpoint_every`
-seconds after writes, so no sender waits behind one.
+a commit: automatic checkpoints are off on the writer's connection, and a thread runs a passive
+checkpoint on a connection of its own every :attr:`SqliteDatabase.checkpoint_every` seconds
+after writes, so no sender waits behind one.
 """
 
 from __future__ import annotations
@@ -20,10 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from tresen.errors import Unavailable
 from tresen.storage.engine import (
@@ -69,43 +67,8 @@ class SqliteTxn:
         return list(range(last - n + 1, last + 1))
 
 
-def _drive(name: str, fn: Interaction[T], txn: SqliteTxn) -> T:
-    """Run an interaction's coroutine to its end; its awaits (on ``txn``) never suspend."""
-    coro = cast(Coroutine[Any, Any, T], fn(txn))
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        result: T = done.value
-        return result
-    coro.close()
-    raise RuntimeError(
-        f"interaction {name!r} awaited something other than its transaction; "
-        "do I/O and publish events outside the transaction"
-    )
-
-
 def _checkpoint(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-
-def _read(conn: sqlite3.Connection, name: str, fn: Interaction[T]) -> T:
-    return _drive(name, fn, SqliteTxn(conn))
-
-
-def _write(conn: sqlite3.Connection, name: str, fn: Interaction[T]) -> T:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = _drive(name, fn, SqliteTxn(conn))
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    try:
-        conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise Unavailable(f"could not commit {name}: {exc}") from exc
-    return result
 
 
 class SqliteDatabase:
@@ -118,12 +81,7 @@ class SqliteDatabase:
         self._write: sqlite3.Connection | None = None
         self._read: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-write")
-        self._reader = (
-            self._writer
-            if path == ":memory:"  # one connection: one thread
-            else ThreadPoolExecutor(1, thread_name_prefix="sqlite-read")
-        )
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
         self._checkpointer: asyncio.Task[None] | None = None
         self._writes = 0
 
@@ -174,20 +132,33 @@ class SqliteDatabase:
             for conn in {id(c): c for c in (self._read, self._write) if c}.values():
                 conn.close()
             self._read = self._write = None
-        self._writer.shutdown(wait=True)
-        self._reader.shutdown(wait=True)
+        self._committer.shutdown(wait=True)
 
     async def run_interaction(self, name: str, fn: Interaction[T], *, write: bool = True) -> T:
         timer = InteractionTimer(name)
-        loop = asyncio.get_running_loop()
         if not write:
             assert self._read is not None, "database is not open"
-            result = await loop.run_in_executor(self._reader, _read, self._read, name, fn)
-        else:
-            assert self._write is not None, "database is not open"
-            async with self._lock:
-                result = await loop.run_in_executor(self._writer, _write, self._write, name, fn)
-                self._writes += 1
+            result = await fn(SqliteTxn(self._read))
+            timer.done()
+            return result
+        async with self._lock:
+            conn = self._write
+            assert conn is not None, "database is not open"
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = await fn(SqliteTxn(conn))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._committer, conn.execute, "COMMIT"
+                )
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise Unavailable(f"could not commit {name}: {exc}") from exc
+            self._writes += 1
         timer.done()
         return result
 
