@@ -1,0 +1,1 @@
+Business gateway (`tresen business`): a WhatsApp Cloud API-compatible REST API (messages of every type, templates, media, profile, phone number, register, block_users; Graph errors) and signed, ASCII-escaped webhooks with a durable outbox, retries for 7 days and dead letters, end-to-end encrypted with SecureDevice; proven with pywa 4.5.
