@@ -15,6 +15,8 @@ import pytest
 
 from tresen.client import AsyncDevice, Credentials
 from tresen.client.media import download_attachment, upload_attachment
+from tresen.errors import TresenError
+from tresen.storage.engine import Txn
 
 from ..conftest import DeviceHandle, Harness
 from .test_crash import free_port, start_relay
@@ -187,3 +189,27 @@ async def test_an_upload_survives_a_relay_crash(
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(15)
+
+
+async def test_a_failed_upload_frees_its_bytes(relay: Harness, tmp_path: Path) -> None:
+    alice = await relay.new_device()
+    source = tmp_path / "growing.log"
+    source.write_bytes(os.urandom(3 * MiB))
+
+    def shrink(done: int, _: int) -> None:
+        if done >= MiB:  # the file is cut while it is being uploaded
+            with source.open("r+b") as handle:
+                handle.truncate(MiB + 1)
+
+    with pytest.raises(TresenError, match="shrank"):
+        await alice.sdk.upload_attachment(source, kind="document", progress=shrink)
+
+    async def count(txn: Txn) -> int:
+        row = await txn.fetchone(
+            "SELECT count(*) FROM media WHERE owner_account = ?", alice.account_id
+        )
+        return int(row[0]) if row else -1
+
+    assert await relay.services.db.run_interaction("count_media", count) == 0
+    staging = Path(relay.services.media.blobs.root) / "staging"  # type: ignore[attr-defined]
+    assert list(staging.iterdir()) == []

@@ -381,21 +381,28 @@ async def upload_attachment(
                 progress(at, size)
 
     failures = 0
-    while offset < size:
-        end = min(offset + part, size)
-        try:
-            state = await api.upload_part(media_id, offset, body(offset, end), end - offset)
-            offset, failures = int(state["offset"]), 0
-        except (Unavailable, Conflict) as exc:
-            if isinstance(exc, Conflict) and exc.code == Code.UPLOAD_COMPLETE:
-                break  # the relay took the last part, but its answer was lost
-            if isinstance(exc, Conflict) and exc.code != Code.UPLOAD_OFFSET_MISMATCH:
-                raise
-            failures += 1
-            if failures > retries:
-                raise
-            await asyncio.sleep(min(0.2 * 2**failures, 5.0))
-            offset = await _relay_offset(api, media_id, exc)
+    try:
+        while offset < size:
+            end = min(offset + part, size)
+            try:
+                state = await api.upload_part(media_id, offset, body(offset, end), end - offset)
+                offset, failures = int(state["offset"]), 0
+            except (Unavailable, Conflict) as exc:
+                if isinstance(exc, Conflict) and exc.code == Code.UPLOAD_COMPLETE:
+                    break  # the relay took the last part, but its answer was lost
+                if isinstance(exc, Conflict) and exc.code != Code.UPLOAD_OFFSET_MISMATCH:
+                    raise
+                failures += 1
+                if failures > retries:
+                    raise
+                await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+                offset = await _relay_offset(api, media_id, exc)
+    except Exception:
+        # the key dies with this call, so the bytes on the relay are of no use to anyone:
+        # free them (and the account's quota) if the relay can be reached
+        with contextlib.suppress(TresenError):
+            await api.delete_media(media_id)
+        raise
     if hasher.done != size:  # only if the relay claims bytes this upload never produced
         raise TresenError(f"upload {media_id} ended at {hasher.done} of {size} bytes")
     info = new_file_info(key, iv, hasher.hash.digest(), URL_PREFIX + media_id)
