@@ -596,3 +596,16 @@ async def test_curl_uploads_and_resumes_a_download(relay: Harness, tmp_path: Pat
     partial.write_bytes(blob.read_bytes()[:MiB])  # as if an earlier download broke off
     await curl("-C", "-", "-o", str(partial), "-H", f"Authorization: Bearer {bob.token}", url)
     assert partial.read_bytes() == blob.read_bytes()
+
+
+@pytest.mark.parametrize("relay_settings", [{"media_fetched_grace_seconds": 60}])
+async def test_a_signed_out_device_is_not_waited_for(relay: Harness) -> None:
+    alice, bob = await relay.new_device(), await relay.new_device()
+    bob_tablet = await relay.link_device(bob)
+    mid = await upload_raw(alice, "image", os.urandom(10_000), [{"account_id": bob.account_id}])
+    assert (await bob.http.delete(f"/v1/devices/{bob_tablet.device_id}")).status_code == 204
+    assert (await bob.http.get(f"/v1/media/{mid}")).status_code == 200
+    fetched = await fetched_by(relay, alice, mid, bob)
+    assert fetched[bob_tablet.device_id] is None  # its grant stays, unfetched
+    info = (await alice.http.get(f"/v1/media/{mid}/info")).json()
+    assert info["expires_at"] == fetched[bob.device_id] + 60_000  # not the 30-day TTL

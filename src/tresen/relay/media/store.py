@@ -151,9 +151,11 @@ async def mark_fetched(txn: Txn, media_id: str, device_id: int, now: int) -> boo
 
 
 async def fetch_progress(txn: Txn, media_id: str) -> tuple[int, int, int | None]:
-    """(grants, grants fetched, time of the last fetch)."""
+    """(grants, grants fetched, time of the last fetch), counting devices not revoked: a
+    device signed out before it fetched the blob will never fetch it."""
     r = await txn.fetchone(
-        "SELECT count(*), count(fetched_at), max(fetched_at) FROM media_grants WHERE media_id = ?",
+        "SELECT count(*), count(g.fetched_at), max(g.fetched_at) FROM media_grants g "
+        "JOIN devices d ON d.id = g.device_id WHERE g.media_id = ? AND d.revoked_at IS NULL",
         media_id,
     )
     if r is None:
