@@ -138,7 +138,9 @@ async def _block(request: Req, node: str, gateway: Gateway, block: bool) -> dict
         raise GraphError(100, 'block_users: a list of 1 to 1000 {"user": ...}')
     done, failed = [], []
     for entry in users:
-        user = str(entry.get("user", "")) if isinstance(entry, dict) else ""
+        user = (
+            str(entry.get("user") or entry.get("user_id") or "") if isinstance(entry, dict) else ""
+        )
         try:
             person = await gateway.resolve(line, user)
             if block:
