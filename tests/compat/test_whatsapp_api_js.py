@@ -184,7 +184,9 @@ async def test_whatsapp_api_js(
         )
         await client.run(
             "template", phone_id=phone, to=to, name="fare", language="de",
-            params=[{"text": "LH1"}, {"currency": [99500, "EUR", "99,50 €"]}, {"date_time": "1. Mai"}],
+            params=[
+                {"text": "LH1"}, {"currency": [99500, "EUR", "99,50 €"]}, {"date_time": "1. Mai"},
+            ],
         )  # fmt: skip
         assert (await next_message(sheena)).content["body"] == "Flug LH1 kostet 99,50 € am 1. Mai."
 
