@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Protocol
 
 from tresen.config import Settings
@@ -76,14 +76,13 @@ class EnvelopeService:
                     limit=limit,
                 )
 
-    async def _check_room(self, devices: Iterable[int]) -> None:
-        full = []
+    async def _check_room(self, devices: Collection[int]) -> None:
+        depth = self.depth
         for device in devices:
-            if device not in self.depth:
-                self.depth[device] = await self._queue_length(device)
-            depth = self.depth[device]
-            if depth >= self.settings.max_queue_per_device:
-                full.append(device)
+            if device not in depth:  # first sight since start: count once, then track
+                depth[device] = await self._queue_length(device)
+        limit = self.settings.max_queue_per_device
+        full = [device for device in devices if depth[device] >= limit]
         if full:
             raise LimitExceeded(
                 "a recipient device has too many undelivered envelopes; retry later",
@@ -106,10 +105,11 @@ class EnvelopeService:
     async def check_send(self, who: Principal, frame: Send) -> WriteOp:
         """Validate a 1:1 send: exactly the recipient's and own other current devices."""
         self._check_id(frame.id)
-        recipients = await self.directory.devices_of(frame.to)
+        cached = self.directory.cache.get  # the hot path: no coroutine for a cache hit
+        recipients = cached(frame.to) or await self.directory.devices_of(frame.to)
         if not recipients:
             raise NotFound(f"no account {frame.to}", code=Code.UNKNOWN_RECIPIENT)
-        own = await self.directory.devices_of(who.account_id)
+        own = cached(who.account_id) or await self.directory.devices_of(who.account_id)
         expected = (set(recipients) | set(own)) - {who.device_id}
         if set(frame.payloads) != expected:
             current = {str(frame.to): list(recipients)}
@@ -182,7 +182,9 @@ class EnvelopeService:
             if item.kind != "message" or item.sender == who.account_id:
                 continue
             if item.sender not in senders:
-                senders[item.sender] = await self.directory.devices_of(item.sender)
+                senders[item.sender] = self.directory.cache.get(
+                    item.sender
+                ) or await self.directory.devices_of(item.sender)
             for device in senders[item.sender]:
                 receipts.append(
                     NewItem(
