@@ -26,7 +26,7 @@ from typing import IO, Protocol
 from typing_extensions import override
 
 #: bytes gathered before one write to disk
-WRITE_BUFFER = 1024 * 1024
+WRITE_BUFFER = 256 * 1024
 #: bytes per chunk of a read
 READ_CHUNK = 256 * 1024
 
