@@ -24,8 +24,12 @@ from tresen.relay.transport.http import provide_principal
 AUTH = {"who": Provide(provide_principal)}
 
 
-class UploadInterrupted(Exception):
-    """The client went away before the end of the request body."""
+class UploadInterrupted(InvalidRequest):
+    """The client went away before the end of the request body (a normal event on a mobile
+    network: what arrived is kept, and nobody is left to read this answer)."""
+
+    def __init__(self) -> None:
+        super().__init__("the request body ended early; GET .../info tells where to resume")
 
 
 async def body_of(request: Request[Any, Any, Any]) -> AsyncIterator[bytes]:
