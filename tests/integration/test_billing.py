@@ -158,6 +158,10 @@ async def test_invoices_as_csv_and_html(relay: Harness) -> None:
     r = await shop.http.get(f"/v1/business/invoices/{month}/html")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert "Bäckerei &lt;Süd&gt;" in r.text and "0.33 EUR" in r.text and "4.67 EUR" in r.text
+    r = await shop.http.get(f"/v1/business/invoices/{month}/pdf")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/pdf"
+    assert r.content.startswith(b"%PDF-") and r.content.rstrip().endswith(b"%%EOF")
+    assert b"DejaVu" in r.content  # the embedded font that renders any business name
     invoice = (await shop.http.get(f"/v1/business/invoices/{month}")).json()
     assert (invoice["amount_minor"], invoice["billable_messages"]) == (33, 3)
     assert [p["amount_minor"] for p in invoice["payments"]] == [500]

@@ -90,6 +90,25 @@ async def test_operator_commands(relay: Harness, tmp_path: Path) -> None:
     )
     assert code == 0, stderr
     assert "Cli Shop" in out.read_text()
+    pdf = tmp_path / "invoice.pdf"
+    code, _, stderr = await tresen(
+        "admin",
+        "billing",
+        "invoice",
+        account,
+        "--month",
+        month,
+        "--format",
+        "pdf",
+        "--out",
+        str(pdf),
+        *auth,
+    )
+    assert code == 0 and pdf.read_bytes().startswith(b"%PDF-"), stderr
+    code, _, stderr = await tresen(
+        "admin", "billing", "invoice", account, "--month", month, "--format", "pdf", *auth
+    )
+    assert code == 2 and "--out" in stderr
     code, stdout, _ = await tresen("admin", "policy", "set", account, "--throughput", "5", *auth)
     assert code == 0 and "GREEN" in stdout
     code, _, stderr = await tresen("admin", "policy", "set", account, "--tier", "TIER_9", *auth)

@@ -36,6 +36,11 @@ def register(admin_app: typer.Typer) -> None:
 
 def call_text(url: str, token: str, method: str, path: str, **kwargs: Any) -> str:
     """An admin request answered with text (CSV, HTML); errors as :func:`call` prints them."""
+    return call_raw(url, token, method, path, **kwargs).decode("utf-8")
+
+
+def call_raw(url: str, token: str, method: str, path: str, **kwargs: Any) -> bytes:
+    """An admin request answered with bytes (e.g. a PDF)."""
     if not token:
         err.print("[red]error:[/red] no admin token: pass --token or set TRESEN_ADMIN_TOKEN")
         raise typer.Exit(2)
@@ -54,7 +59,7 @@ def call_text(url: str, token: str, method: str, path: str, **kwargs: Any) -> st
         except (ValueError, KeyError, TypeError):
             err.print(f"[red]error:[/red] HTTP {response.status_code}: {response.text[:500]}")
         raise typer.Exit(1)
-    return response.text
+    return response.content
 
 
 def money(amount: int | None, currency: str) -> str:
@@ -351,26 +356,25 @@ def billing_usage(
 def billing_invoice(
     business: Business,
     month: Annotated[str, typer.Option(help="YYYY-MM")],
-    format: Annotated[str, typer.Option("--format", help="csv, html or json")] = "csv",
+    format: Annotated[str, typer.Option("--format", help="csv, html, pdf or json")] = "csv",
     output: Annotated[Path | None, typer.Option("--out", help="Write to this file")] = None,
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = "",
 ) -> None:
     """A business's invoice for a calendar month."""
-    if format not in ("csv", "html", "json"):
-        err.print("[red]error:[/red] --format is csv, html or json")
+    if format not in ("csv", "html", "pdf", "json"):
+        err.print("[red]error:[/red] --format is csv, html, pdf or json")
         raise typer.Exit(2)
-    text = call_text(
-        url,
-        token,
-        "GET",
-        f"/v1/admin/billing/{business}/invoices/{month}",
-        params={"format": format},
-    )
+    if format == "pdf" and output is None:
+        err.print("[red]error:[/red] a PDF goes to a file: add --out invoice.pdf")
+        raise typer.Exit(2)
+    path = f"/v1/admin/billing/{business}/invoices/{month}"
+    data = call_raw(url, token, "GET", path, params={"format": format})
     if output is None:
+        text = data.decode("utf-8")
         typer.echo(text, nl=not text.endswith("\n"))
     else:
-        output.write_text(text, encoding="utf-8")
+        output.write_bytes(data)
         err.print(f"invoice written to {output}")
 
 

@@ -14,6 +14,7 @@ from tresen.relay.accounts.models import Principal
 from tresen.relay.admin.auth import ADMIN
 from tresen.relay.admin.models import AdminPrincipal
 from tresen.relay.billing.invoice import invoice_csv, invoice_html
+from tresen.relay.billing.invoice_pdf import invoice_pdf
 from tresen.relay.billing.models import Account, CreditLimit, Invoice, TopUp, Usage
 from tresen.relay.billing.service import BillingService
 from tresen.relay.policy.quality import QualityService, Standing, StandingChange
@@ -24,6 +25,7 @@ Day = Annotated[str, QueryParameter(min_length=10, max_length=10)]
 MAX_RATE_CARD_BYTES = 1024 * 1024
 CSV = "text/csv; charset=utf-8"
 HTML = "text/html; charset=utf-8"
+PDF = "application/pdf"
 
 
 def _filename(business: int, month: str, ext: str) -> dict[str, str]:
@@ -71,6 +73,15 @@ async def invoice_as_html(
 ) -> Response[str]:
     found = await billing.access_invoice(who.account_id, month)
     return Response(invoice_html(found), media_type=HTML)
+
+
+@get("/invoices/{month:str}/pdf", dependencies=AUTH, summary="The invoice as PDF", media_type=PDF)
+async def invoice_as_pdf(
+    who: NamedDependency[Principal], month: FromPath[str], billing: NamedDependency[BillingService]
+) -> Response[bytes]:
+    found = await billing.access_invoice(who.account_id, month)
+    headers = _filename(found.business, month, "pdf")
+    return Response(invoice_pdf(found), media_type=PDF, headers=headers)
 
 
 @get("/account", dependencies=AUTH, summary="Balance, credit, tier, quality and throughput")
@@ -145,14 +156,14 @@ async def admin_usage(
 @get(
     "/billing/{business_id:int}/invoices/{month:str}",
     dependencies=ADMIN,
-    summary="A business's invoice (JSON; add ?format=csv or html)",
+    summary="A business's invoice (JSON; add ?format=csv, html or pdf)",
 )
 async def admin_invoice(
     admin: NamedDependency[AdminPrincipal],
     business_id: FromPath[int],
     month: FromPath[str],
     billing: NamedDependency[BillingService],
-    format: Annotated[str, QueryParameter(pattern="^(json|csv|html)$")] = "json",
+    format: Annotated[str, QueryParameter(pattern="^(json|csv|html|pdf)$")] = "json",
 ) -> Response[Any]:
     found = await billing.access_invoice(business_id, month)
     if format == "csv":
@@ -161,6 +172,9 @@ async def admin_invoice(
         )
     if format == "html":
         return Response(invoice_html(found), media_type=HTML)
+    if format == "pdf":
+        headers = _filename(business_id, month, "pdf")
+        return Response(invoice_pdf(found), media_type=PDF, headers=headers)
     return Response(found)
 
 
@@ -241,7 +255,15 @@ async def admin_sweep(
 business_router = Router(
     path="/v1/business",
     tags=["billing"],
-    route_handlers=[usage, invoice, invoice_as_csv, invoice_as_html, account, standing],
+    route_handlers=[
+        usage,
+        invoice,
+        invoice_as_csv,
+        invoice_as_html,
+        invoice_as_pdf,
+        account,
+        standing,
+    ],
 )
 admin_router = Router(
     path="/v1/admin",
