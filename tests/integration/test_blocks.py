@@ -150,3 +150,22 @@ async def test_report_validation(relay: Harness) -> None:
     )
     async with await admin_client(relay) as admin:
         assert (await admin.get("/v1/admin/reports")).json()["reports"] == []
+
+
+async def test_a_missed_block_is_picked_up_on_resync(relay: Harness) -> None:
+    """A block made on another node whose event this node missed (a bus outage)."""
+    from tresen.bus.events import PolicyChanged
+    from tresen.relay.consent import store
+
+    alice, bob = await relay.new_device(), await relay.new_device()
+    bconn = await bob.connect()
+    now = relay.clock.now_ms()
+    await relay.services.db.run_interaction(
+        "block_elsewhere", lambda txn: store.add_block(txn, alice.account_id, bob.account_id, now)
+    )
+    await send(bconn, alice)  # this node does not know yet
+    gate = relay.services.policy
+    relay.services.bus.publish("relay", PolicyChanged(what="resync"))
+    assert gate._resync is not None
+    await gate._resync
+    await refused(bconn, alice, None, Code.MESSAGE_UNDELIVERABLE)

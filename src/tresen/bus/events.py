@@ -57,7 +57,8 @@ class PolicyChanged(Event, tag="policy"):
     ``b``), ``consent`` (person ``b`` towards business ``a``: ``category``, ``on``), ``entry``
     (``b`` entered ``a``'s chat from a link until ``until``), ``template`` (a template of ``a``
     changed: reload), ``standing`` (``a``'s tier, quality, throughput or balance: reload),
-    ``rates`` (the rate card was replaced).
+    ``rates`` (the rate card was replaced), ``resync`` (events may have been missed: reload
+    everything from the store).
     """
 
     what: str

@@ -116,6 +116,7 @@ class PolicyGate:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._seen_businesses = 0
+        self._resync: asyncio.Future[None] | None = None
         self._sub = bus.subscribe("relay", self.on_event)
 
     # ------------------------------------------------------------ lifecycle
@@ -505,8 +506,26 @@ class PolicyGate:
                     state.stale = True  # reloaded before its next send, counters kept
             case "rates":
                 self.rates_stale = True
+            case "resync":  # events may have been missed (a bus outage): reload everything
+                self._resync = asyncio.ensure_future(self.do_resync())
             case _:
                 pass
+
+    async def do_resync(self) -> None:
+        """Reload business ids, blocks and the rate card; forget cached threads and standing."""
+
+        async def load(txn: Txn) -> tuple[list[int], list[tuple[int, int]]]:
+            return await store.business_ids(txn), await store.all_blocks(txn)
+
+        await self.flush()  # what this node buffered goes to the store first
+        businesses, blocks = await self.db.run_interaction("policy_resync", load, write=False)
+        self.businesses = set(businesses)
+        self.blocks = set(blocks)
+        self.rates_stale = True
+        for state in self.biz.values():
+            state.stale = True
+        self.threads.clear()
+        log.info("policy state reloaded: %d businesses, %d blocks", len(businesses), len(blocks))
 
     # ------------------------------------------------------------ the flush
 
