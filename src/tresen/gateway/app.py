@@ -83,7 +83,7 @@ class GatewayApp:
     @asynccontextmanager
     async def lifespan(self, _: Litestar) -> AsyncIterator[None]:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        db = open_database(self.db_url)
+        db = open_database(self.db_url, sqlite_synchronous=self.settings.sqlite_synchronous)
         await db.open()
         try:
             await store.migrate(db)

@@ -150,26 +150,9 @@ async def _deliver(
     biz: BizMeta,
     opaque: str,
 ) -> str:
-    number = line.number
     envelope_id = new_envelope_id()
     category = biz.category if biz.kind == "template" else ""
-    now = gw.now_ms()
-
-    async def record(txn: Txn) -> None:
-        await store.insert_message(
-            txn,
-            number.id,
-            envelope_id,
-            "out",
-            person.account_id,
-            kind,
-            "accepted",
-            category,
-            opaque,
-            now,
-        )
-
-    await gw.db.run_interaction("gw_outbound", record)
+    # receipts that overtake the record wait in ``inflight`` until it is written
     line.inflight[envelope_id] = []
     try:
         await line.secure.send(person.account_id, content, id=envelope_id, biz=biz)
@@ -177,15 +160,15 @@ async def _deliver(
         error = from_relay(exc)
         line.inflight.pop(envelope_id, None)
         if error.code not in ASYNC_CODES:
-
-            async def forget(txn: Txn) -> None:
-                await store.set_message_status(txn, number.id, envelope_id, "refused")
-
-            await gw.db.run_interaction("gw_outbound_refused", forget)
             raise error from exc
-        await gw.do_status(line, envelope_id, "failed", gw.now_ms(), [error.webhook_error()])
+        await gw.do_record_sent(
+            line, person, envelope_id, kind, category, opaque, "failed", [error.webhook_error()]
+        )
         return envelope_id
-    await gw.do_status(line, envelope_id, "sent", gw.now_ms())
+    except BaseException:
+        line.inflight.pop(envelope_id, None)
+        raise
+    await gw.do_record_sent(line, person, envelope_id, kind, category, opaque, "sent")
     for receipt in line.inflight.pop(envelope_id, []):
         await gw.on_receipt(line, receipt)
     return envelope_id

@@ -24,6 +24,7 @@ from tresen.client.device import AsyncDevice, Credentials
 from tresen.client.secure import Message, Receipt, SecureDevice, Undecryptable
 from tresen.errors import TresenError
 from tresen.gateway import store
+from tresen.gateway.batch import GroupWriter
 from tresen.gateway.cloudapi.errors import GraphError, from_relay, unknown_node
 from tresen.gateway.media import MediaService
 from tresen.gateway.models import Number, Person
@@ -86,6 +87,8 @@ class GatewaySettings:
     public_url: str = ""
     #: how often new numbers and rotated tokens are read from the database
     refresh_seconds: float = 5.0
+    #: SQLite only: ``normal`` trades power-loss durability for speed (as the relay's setting)
+    sqlite_synchronous: str = "full"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -103,7 +106,8 @@ class Gateway:
         self.lines: dict[str, Line] = {}
         self.tokens: dict[str, str] = {}
         self.wabas: dict[str, str] = {}
-        self.outbox = Outbox(db, self.number_of, settings.retry, clock=clock)
+        self.writes = GroupWriter(db)
+        self.outbox = Outbox(db, self.number_of, settings.retry, clock=clock, writes=self.writes)
         self.media = MediaService(db, clock=clock)
         self.base_url = settings.public_url
         self._watcher: asyncio.Task[None] | None = None
@@ -170,6 +174,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         await self.outbox.close()
+        await self.writes.close()
         for line in self.lines.values():
             if line.task is not None:
                 line.task.cancel()
@@ -374,7 +379,7 @@ class Gateway:
                 event = payloads.message(number, person, body)
                 await self.outbox.add_in(txn, number.id, f"{number.id}:{person.account_id}", event)
 
-        await self.db.run_interaction("gw_inbound", write)
+        await self.writes.run(write)
         self.outbox.wake()
 
     async def on_receipt(self, line: Line, receipt: Receipt) -> None:
@@ -394,45 +399,77 @@ class Gateway:
         errors: list[dict[str, Any]] | None = None,
     ) -> None:
         """Move an outbound message forward (never back) and queue its status webhook."""
-        from tresen.gateway.content import wamid
-
         number = line.number
 
-        async def write(txn: Txn) -> Person | None:
-            row = await store.message(txn, number.id, envelope_id)
-            if row is None or row[1] != "out":
-                return None
-            if STATUS_RANK.get(status, 0) <= STATUS_RANK.get(str(row[4]), 0):
-                return None
-            person_row = await store.person(txn, number.id, int(row[2]))
-            if person_row is None:
-                return None
-            person = Person(
-                account_id=int(person_row[0]),
-                scoped_id=person_row[1],
-                phone=person_row[2],
-                name=person_row[3],
-            )
-            await store.set_message_status(txn, number.id, envelope_id, status)
-            failed_errors = errors
-            if status == "failed" and not errors:
-                failed_errors = [
-                    GraphError(
-                        131026, "the message expired before it was delivered"
-                    ).webhook_error()
-                ]
-            event = payloads.status(
-                number,
-                person,
-                message_id=wamid(envelope_id),
-                status=status,
-                ts_ms=ts,
-                category=str(row[5]),
-                opaque=str(row[6]),
-                errors=failed_errors,
-            )
-            await self.outbox.add_in(txn, number.id, f"{number.id}:{person.account_id}", event)
-            return person
+        async def write(txn: Txn) -> bool:
+            return await self.status_in(txn, number, envelope_id, status, ts, errors)
 
-        if await self.db.run_interaction("gw_status", write) is not None:
+        if await self.writes.run(write):
             self.outbox.wake()
+
+    async def do_record_sent(
+        self,
+        line: Line,
+        person: Person,
+        envelope_id: str,
+        kind: str,
+        category: str,
+        opaque: str,
+        status: str,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Record an outbound message and its first status (``sent`` or ``failed``) at once."""
+        number, now = line.number, self.now_ms()
+
+        async def write(txn: Txn) -> None:
+            await store.insert_message(
+                txn, number.id, envelope_id, "out", person.account_id, kind, "accepted",
+                category, opaque, now,
+            )  # fmt: skip
+            await self.status_in(txn, number, envelope_id, status, now, errors)
+
+        await self.writes.run(write)
+        self.outbox.wake()
+
+    async def status_in(
+        self,
+        txn: Txn,
+        number: Number,
+        envelope_id: str,
+        status: str,
+        ts: int,
+        errors: list[dict[str, Any]] | None,
+    ) -> bool:
+        from tresen.gateway.content import wamid
+
+        row = await store.message(txn, number.id, envelope_id)
+        if row is None or row[1] != "out":
+            return False
+        if STATUS_RANK.get(status, 0) <= STATUS_RANK.get(str(row[4]), 0):
+            return False
+        person_row = await store.person(txn, number.id, int(row[2]))
+        if person_row is None:
+            return False
+        person = Person(
+            account_id=int(person_row[0]),
+            scoped_id=person_row[1],
+            phone=person_row[2],
+            name=person_row[3],
+        )
+        await store.set_message_status(txn, number.id, envelope_id, status)
+        if status == "failed" and not errors:
+            errors = [
+                GraphError(131026, "the message expired before it was delivered").webhook_error()
+            ]
+        event = payloads.status(
+            number,
+            person,
+            message_id=wamid(envelope_id),
+            status=status,
+            ts_ms=ts,
+            category=str(row[5]),
+            opaque=str(row[6]),
+            errors=errors,
+        )
+        await self.outbox.add_in(txn, number.id, f"{number.id}:{person.account_id}", event)
+        return True

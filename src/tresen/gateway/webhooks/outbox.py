@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from tresen.gateway import store
+from tresen.gateway.batch import GroupWriter
 from tresen.gateway.models import Number
 from tresen.gateway.webhooks import signer
 from tresen.storage.engine import Database, Row, Txn
@@ -66,8 +67,10 @@ class Outbox:
         *,
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
+        writes: GroupWriter | None = None,
     ) -> None:
         self.db = db
+        self.writes = writes or GroupWriter(db)
         self.numbers = numbers
         self.policy = policy or RetryPolicy()
         self.clock = clock
@@ -172,9 +175,7 @@ class Outbox:
                 status = response.status_code
                 if response.is_success:
                     now = self.now_ms()
-                    await self.db.run_interaction(
-                        "gw_outbox_done", lambda txn: store.delivered(txn, id, status, now)
-                    )
+                    await self.writes.run(lambda txn: store.delivered(txn, id, status, now))
                     self.delivered += 1
                     return
                 error = f"HTTP {status}: {response.text[:200]}"
@@ -191,4 +192,4 @@ class Outbox:
         async def write(txn: Txn) -> None:
             await store.failed(txn, id, status, error, next_at, dead, now)
 
-        await self.db.run_interaction("gw_outbox_failed", write)
+        await self.writes.run(write)
