@@ -205,6 +205,7 @@ _BY_CODE: dict[Code, type[TresenError]] = {
     Code.TEMPLATE_EXISTS: Conflict,
     Code.BUSINESS_GROUP_SEND: PolicyRefused,
     Code.INVALID_RATE_CARD: InvalidRequest,
+    Code.TEMPLATE_LIMIT: Conflict,
 }
 
 #: WebSocket close codes (4000-4999 are the application's own range).

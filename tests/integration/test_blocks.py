@@ -169,3 +169,17 @@ async def test_a_missed_block_is_picked_up_on_resync(relay: Harness) -> None:
     assert gate._resync is not None
     await gate._resync
     await refused(bconn, alice, None, Code.MESSAGE_UNDELIVERABLE)
+
+
+async def test_reports_per_person_are_limited(relay: Harness) -> None:
+    from tresen.relay.consent.service import REPORTS_PER_DAY
+
+    alice, bob = await relay.new_device(), await relay.new_device()
+    for _ in range(REPORTS_PER_DAY):
+        r = await alice.http.post("/v1/reports", json={"account": bob.account_id, "reason": "spam"})
+        assert r.status_code == 201, r.text
+    r = await alice.http.post("/v1/reports", json={"account": bob.account_id, "reason": "spam"})
+    assert error(r, 429, Code.RATE_LIMITED)["fields"]["retry_after"] == 3600
+    relay.clock.advance(24 * 3600 + 1)
+    r = await alice.http.post("/v1/reports", json={"account": bob.account_id, "reason": "spam"})
+    assert r.status_code == 201, r.text

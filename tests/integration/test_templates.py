@@ -293,3 +293,18 @@ async def test_only_businesses_have_templates(relay: Harness) -> None:
     body["unknown"] = True
     shop = await make_business(relay)
     error(await shop.http.post("/v1/business/templates", json=body), 400, Code.BAD_REQUEST)
+
+
+async def test_a_business_has_at_most_250_templates(relay: Harness) -> None:
+    from tresen.relay.templates.service import MAX_TEMPLATES
+
+    shop = await make_business(relay)
+    for n in range(MAX_TEMPLATES):
+        r = await shop.http.post("/v1/business/templates", json=template_body(f"t{n}"))
+        assert r.status_code == 201, r.text
+    r = await shop.http.post("/v1/business/templates", json=template_body("one_more"))
+    assert error(r, 409, Code.TEMPLATE_LIMIT)["fields"]["limit"] == MAX_TEMPLATES
+    r = await shop.http.delete("/v1/business/templates", params={"name": "t0"})
+    assert r.json() == {"deleted": 1}
+    r = await shop.http.post("/v1/business/templates", json=template_body("one_more"))
+    assert r.status_code == 201, r.text

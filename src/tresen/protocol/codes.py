@@ -91,6 +91,7 @@ class Code(StrEnum):
     TEMPLATE_EXISTS = "template_exists"
     BUSINESS_GROUP_SEND = "business_group_send"
     INVALID_RATE_CARD = "invalid_rate_card"
+    TEMPLATE_LIMIT = "template_limit"
     # media blobs (issue 3), continued
     MEDIA_QUOTA_EXCEEDED = "media_quota_exceeded"
 

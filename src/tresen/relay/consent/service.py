@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import msgspec
 
 from tresen.bus.events import PolicyChanged
-from tresen.errors import Conflict, InvalidRequest, NotFound
+from tresen.errors import Conflict, InvalidRequest, LimitExceeded, NotFound
 from tresen.protocol.codes import Code
 from tresen.relay.accounts.models import Principal
 from tresen.relay.admin import audit
@@ -36,10 +36,12 @@ from tresen.relay.consent.models import (
 )
 from tresen.relay.policy import store as policy_store
 from tresen.relay.policy.gate import PolicyGate
-from tresen.relay.policy.state import ENTRY_WINDOW_MS
+from tresen.relay.policy.state import DAY_MS, ENTRY_WINDOW_MS
 from tresen.storage.engine import Database, Row, Txn
 
 _messages = msgspec.json.Decoder(list[ReportedMessage])
+#: reports one person may file a day (the operator's queue is not a place to flood)
+REPORTS_PER_DAY = 20
 
 
 def _consent(row: Row) -> ConsentRecord:
@@ -266,6 +268,11 @@ class ConsentService:
         async def apply(txn: Txn) -> Report:
             if not await store.account_exists(txn, data.account):
                 raise NotFound(f"no account {data.account}", code=Code.UNKNOWN_RECIPIENT)
+            if await store.reports_since(txn, who.account_id, now - DAY_MS) >= REPORTS_PER_DAY:
+                raise LimitExceeded(
+                    f"at most {REPORTS_PER_DAY} reports a day; blocking works at once",
+                    retry_after=3600,
+                )
             report_id = await store.add_report(
                 txn,
                 who.account_id,

@@ -140,6 +140,13 @@ async def add_report(
     return report_id
 
 
+async def reports_since(txn: Txn, reporter: int, since: int) -> int:
+    row = await txn.fetchone(
+        "SELECT count(*) FROM reports WHERE reporter_id = ? AND created_at > ?", reporter, since
+    )
+    return int(row[0]) if row else 0
+
+
 async def report(txn: Txn, report_id: int) -> Row | None:
     return await txn.fetchone(
         f"SELECT {_REPORT_COLUMNS} FROM reports WHERE id = ?",  # noqa: S608

@@ -29,6 +29,8 @@ from tresen.relay.templates.models import (
 from tresen.relay.templates.validate import check_components, check_template
 from tresen.storage.engine import Database, Row, Txn
 
+#: templates per business (each language counts; the Cloud API's limit for an unverified one)
+MAX_TEMPLATES = 250
 _components = msgspec.json.Decoder(list[Component])
 _encode = msgspec.json.Encoder()
 
@@ -84,6 +86,12 @@ class TemplateService:
                         id=str(existing[0]),
                     )
                 await store.delete(txn, int(existing[0]))
+            if await store.count_of(txn, who.account_id) >= MAX_TEMPLATES:
+                raise Conflict(
+                    f"a business has at most {MAX_TEMPLATES} templates: delete unused ones",
+                    code=Code.TEMPLATE_LIMIT,
+                    limit=MAX_TEMPLATES,
+                )
             return await store.insert(
                 txn,
                 who.account_id,

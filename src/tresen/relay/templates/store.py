@@ -54,6 +54,13 @@ async def insert(
     return template_id
 
 
+async def count_of(txn: Txn, business: int) -> int:
+    row = await txn.fetchone(
+        "SELECT count(*) FROM templates WHERE business_id = ? AND status <> 'DELETED'", business
+    )
+    return int(row[0]) if row else 0
+
+
 async def delete(txn: Txn, template_id: int) -> None:
     await txn.execute("DELETE FROM templates WHERE id = ?", template_id)
 
