@@ -299,12 +299,12 @@ class PolicyGate:
     def _check_meta(biz: BizMeta) -> None:
         if biz.kind == "service":
             if biz.category != "SERVICE" or biz.template:
-                raise InvalidRequest(
+                raise PolicyRefused(
                     "a service message has category SERVICE and no template",
                     code=Code.INVALID_PARAMETER,
                 )
         elif biz.category == "SERVICE" or not biz.template or not biz.language:
-            raise InvalidRequest(
+            raise PolicyRefused(
                 "a template message names its template, language and category "
                 "(MARKETING, UTILITY or AUTHENTICATION)",
                 code=Code.INVALID_PARAMETER,
