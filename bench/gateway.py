@@ -94,7 +94,7 @@ async def serve(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event
         await asyncio.sleep(0.01)
     return server, task, f"http://127.0.0.1:{sock.getsockname()[1]}"
 
@@ -206,7 +206,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         elapsed = time.perf_counter() - t0
         expected = 2 * sent  # sent + delivered per message
         deadline = time.perf_counter() + 60
-        while (received < sent or hook.statuses < expected) and time.perf_counter() < deadline:
+        while (received < sent or hook.statuses < expected) and time.perf_counter() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         for task in drains:
             task.cancel()
