@@ -308,3 +308,41 @@ async def test_a_business_has_at_most_250_templates(relay: Harness) -> None:
     assert r.json() == {"deleted": 1}
     r = await shop.http.post("/v1/business/templates", json=template_body("one_more"))
     assert r.status_code == 201, r.text
+
+
+async def test_the_business_is_told_of_status_and_quality_changes(relay: Harness) -> None:
+    """What its gateway turns into message_template_status_update and
+    phone_number_quality_update webhooks."""
+    import msgspec
+
+    shop = await make_business(relay)
+    conn = await shop.connect()
+    template_id = await approved_template(relay, shop, "promo", "MARKETING")
+    notice = await conn.recv()
+    body = msgspec.json.decode(notice.body)
+    assert notice.kind == "notice"
+    assert (body["type"], body["template"], body["status"]) == (
+        "template_status",
+        template_id,
+        "APPROVED",
+    )
+    person = await relay.new_device()
+    await opt_in(person, shop, "marketing")
+    await send(conn, person, template("promo", "MARKETING"))
+    r = await person.http.post("/v1/reports", json={"account": shop.account_id, "reason": "spam"})
+    assert r.status_code == 201
+    async with await admin_client(relay) as admin:
+        await admin.get(f"/v1/admin/policy/{shop.account_id}")
+    kinds = {}
+    while len(kinds) < 2:
+        item = await conn.recv()
+        if item.kind == "notice":
+            decoded = msgspec.json.decode(item.body)
+            kinds[decoded["type"]] = decoded
+    assert kinds["quality_update"]["quality"] == "RED"
+    assert kinds["quality_update"]["paused_templates"] == ["promo:en_US:PAUSED"]
+    assert (kinds["template_status"]["status"], kinds["template_status"]["name"]) == (
+        "PAUSED",
+        "promo",
+    )
+    assert kinds["template_status"]["paused_until"] > relay.clock.now_ms()

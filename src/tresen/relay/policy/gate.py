@@ -555,6 +555,15 @@ class PolicyGate:
         thread = self.threads.get((business, person))
         return thread.last_template if thread is not None else None
 
+    async def notify(self, account: int, notice_id: str, body: dict[str, object]) -> None:
+        """Queue a ``notice`` item (JSON ``body``) for every device of ``account``, after the
+        commit it reports (template status, quality changes for a business's gateway)."""
+        devices = await self.directory.devices_of(account)
+        data = _json.encode(body)
+        items = [NewItem(d, "notice", notice_id[:64], 0, 0, data) for d in devices]
+        if items:
+            self.writer.submit(WriteOp(items=items))
+
     def note_business(self, account: int) -> None:
         """A service saw ``account`` is a business: every gate learns it now, not at the poll."""
         if account not in self.businesses:

@@ -33,7 +33,7 @@ from tresen.relay.policy.state import (
     tier_name,
 )
 from tresen.relay.templates import store as template_store
-from tresen.storage.engine import Database, Txn
+from tresen.storage.engine import Database, Row, Txn
 
 log = logging.getLogger("tresen.quality")
 
@@ -91,15 +91,17 @@ class QualityService:
         await self.gate.flush()
         now = self.clock.now_ms()
 
-        async def unpause(txn: Txn) -> set[int]:
-            touched = set()
-            for row in await template_store.expired_pauses(txn, now):
+        async def unpause(txn: Txn) -> list[Row]:
+            rows = await template_store.expired_pauses(txn, now)
+            for row in rows:
                 await template_store.set_status(txn, int(row[0]), "APPROVED", "", now)
-                touched.add(int(row[1]))
-            return touched
+            return rows
 
-        for business in await self.db.run_interaction("unpause_templates", unpause):
+        back = await self.db.run_interaction("unpause_templates", unpause)
+        for business in sorted({int(row[1]) for row in back}):
             self.gate.publish(PolicyChanged(what="template", a=business))
+        for row in back:
+            await self._notify_template(row, "APPROVED", "", 0, now)
         since = now - self.settings.quality_window_days * DAY_MS
         active = await self.db.run_interaction(
             "active_businesses", lambda txn: store.active_businesses(txn, since), write=False
@@ -114,6 +116,8 @@ class QualityService:
         since = now - days * DAY_MS
         min_sends = self.settings.quality_min_sends
         tiers = self.settings.business_tier_limits
+
+        changed_templates: list[tuple[Row, str, int]] = []
 
         async def evaluate(txn: Txn) -> tuple[Standing, bool]:
             sends = dict(await store.initiated_sends(txn, business, since))
@@ -185,6 +189,7 @@ class QualityService:
                         pause_count=int(t[12]) + 1,
                     )
                     paused.append(f"{name}:{t[3]}:{status}")
+                    changed_templates.append((t, status, until))
                     changed = True
             standing = Standing(
                 business=business,
@@ -205,7 +210,40 @@ class QualityService:
             self.gate.publish(PolicyChanged(what="standing", a=business))
             self.gate.publish(PolicyChanged(what="template", a=business))
             log.info("business %d: quality %s, %s", business, standing.quality, standing.tier)
+            for row, status, until in changed_templates:
+                await self._notify_template(row, status, "quality rating RED", until, now)
+            # the business's gateway: the Cloud API's phone_number_quality_update webhook
+            await self.gate.notify(
+                business,
+                f"quality:{now}",
+                {
+                    "type": "quality_update",
+                    "quality": standing.quality,
+                    "tier": standing.tier,
+                    "messaging_limit": standing.messaging_limit,
+                    "paused_templates": standing.paused_templates,
+                },
+            )
         return standing
+
+    async def _notify_template(
+        self, row: Row, status: str, reason: str, paused_until: int, now: int
+    ) -> None:
+        """The business's gateway: a ``message_template_status_update``."""
+        await self.gate.notify(
+            int(row[1]),
+            f"template:{row[0]}:{now}",
+            {
+                "type": "template_status",
+                "template": int(row[0]),
+                "name": row[2],
+                "language": row[3],
+                "category": row[4],
+                "status": status,
+                "reason": reason,
+                "paused_until": paused_until,
+            },
+        )
 
     async def do_change(
         self, admin: AdminPrincipal, business: int, data: StandingChange

@@ -52,6 +52,25 @@ def template_of(row: Row) -> Template:
     )
 
 
+async def notify_status(gate: PolicyGate, template: Template) -> None:
+    """Tell the business's devices (its gateway: the Cloud API's
+    ``message_template_status_update`` webhook) that a template's status changed."""
+    await gate.notify(
+        template.business,
+        f"template:{template.id}:{template.updated_at}",
+        {
+            "type": "template_status",
+            "template": template.id,
+            "name": template.name,
+            "language": template.language,
+            "category": template.category,
+            "status": template.status,
+            "reason": template.reason,
+            "paused_until": template.paused_until,
+        },
+    )
+
+
 class TemplateService:
     def __init__(
         self, db: Database, clock: Clock, gate: PolicyGate, businesses: BusinessService
@@ -226,6 +245,7 @@ class TemplateService:
 
         template = await self.db.run_interaction(f"template_{action}", change)
         self._changed(template.business)
+        await notify_status(self.gate, template)
         return template
 
     async def do_review(
