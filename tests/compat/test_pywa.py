@@ -24,6 +24,7 @@ from pywa.types.templates import (
     FooterText,
     Template,
     TemplateLanguage,
+    TemplateStatusUpdate,
 )
 from pywa_async import WhatsApp
 from pywa_async.errors import ReEngagementMessage
@@ -47,6 +48,7 @@ from tests.integration.gateway_harness import Business, Uvicorn, next_message, p
 from tresen.client.media import EncryptedFile, fetch_attachment
 from tresen.client.secure import Message as Decrypted
 from tresen.client.secure import Receipt, SecureDevice
+from tresen.gateway.watch import do_poll
 from tresen.relay.admin.models import AdminPrincipal
 
 PNG = bytes.fromhex("89504e470d0a1a0a") + b"\x00" * 64
@@ -81,6 +83,7 @@ class Setup:
     messages: asyncio.Queue[Message]
     statuses: asyncio.Queue[MessageStatus]
     buttons: asyncio.Queue[CallbackButton]
+    template_updates: asyncio.Queue[TemplateStatusUpdate]
     sheena: SecureDevice
 
 
@@ -115,6 +118,7 @@ async def setup(biz: Business, relay: Harness, tmp_path: Path) -> AsyncIterator[
     messages: asyncio.Queue[Message] = asyncio.Queue()
     statuses: asyncio.Queue[MessageStatus] = asyncio.Queue()
     buttons: asyncio.Queue[CallbackButton] = asyncio.Queue()
+    template_updates: asyncio.Queue[TemplateStatusUpdate] = asyncio.Queue()
 
     @wa.on_message()
     async def on_message(_: WhatsApp, msg: Message) -> None:
@@ -123,6 +127,10 @@ async def setup(biz: Business, relay: Harness, tmp_path: Path) -> AsyncIterator[
     @wa.on_message_status()
     async def on_status(_: WhatsApp, status: MessageStatus) -> None:
         await statuses.put(status)
+
+    @wa.on_template_status_update()
+    async def on_template(_: WhatsApp, update: TemplateStatusUpdate) -> None:
+        await template_updates.put(update)
 
     @wa.on_callback_button()
     async def on_button(_: WhatsApp, button: CallbackButton) -> None:
@@ -138,7 +146,7 @@ async def setup(biz: Business, relay: Harness, tmp_path: Path) -> AsyncIterator[
     assert r.status_code == 200, r.text
     sheena = await person(relay, tmp_path)
     try:
-        yield Setup(biz, wa, server.url, messages, statuses, buttons, sheena)
+        yield Setup(biz, wa, server.url, messages, statuses, buttons, template_updates, sheena)
     finally:
         await sheena.close()
         await session.aclose()
@@ -294,6 +302,10 @@ async def test_pywa_template_profile_media_and_errors(
     assert str(created.status) == "PENDING"
     admin = AdminPrincipal(admin_id=None, name="pywa-test")
     await relay.services.templates.do_review(admin, int(created.id), _approve())
+    await do_poll(s.biz.server.gateway, _line(s))  # the review, reported by webhook
+    async with asyncio.timeout(10):
+        update = await s.template_updates.get()
+    assert str(update.new_status) == "APPROVED" and update.template_name == "flight_update"
     await wa.send_template(
         to=to,
         name="flight_update",

@@ -20,6 +20,7 @@ from tests.integration.gateway_harness import (
     person,
     start_gateway,
 )
+from tresen.gateway.watch import do_poll
 from tresen.relay.admin.models import AdminPrincipal
 from tresen.relay.templates.models import TemplateReview
 
@@ -191,10 +192,16 @@ async def test_templates_checked_and_rendered(
             {"type": "text", "parameter_name": "order", "text": "B-2"},
         ]
         graph_error(await send(good), 400, 132001)  # still PENDING
+        assert await do_poll(biz.server.gateway, line(biz)) == 0  # PENDING: only recorded
         admin = AdminPrincipal(admin_id=None, name="gateway-test")
         await relay.services.templates.do_review(
             admin, int(template_id), TemplateReview(status="APPROVED")
         )
+        assert await do_poll(biz.server.gateway, line(biz)) == 1
+        update = await hook.next("message_template_id")
+        assert update["event"] == "APPROVED" and update["message_template_name"] == "ready"
+        assert update["message_template_id"] == int(template_id)
+        assert await do_poll(biz.server.gateway, line(biz)) == 0  # nothing new
         r = await biz.http.get(f"/v22.0/{template_id}")
         assert r.status_code == 200 and r.json()["status"] == "APPROVED"
         line(biz).templates.clear()

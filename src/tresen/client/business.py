@@ -28,8 +28,13 @@ class BusinessAPI:
         result: dict[str, Any] = await self.api.request("PATCH", "/v1/business", json=changes)
         return result
 
+    async def account(self) -> dict[str, Any]:
+        """Balance, tier, quality rating and throughput (part B's billing routes; read only)."""
+        result: dict[str, Any] = await self.api.request("GET", "/v1/business/account")
+        return result
+
     async def standing(self) -> dict[str, Any]:
-        """Quality rating, messaging-limit tier and feedback (part B's billing routes)."""
+        """Quality rating, tier and feedback, re-evaluated by the relay on the call."""
         result: dict[str, Any] = await self.api.request("GET", "/v1/business/standing")
         return result
 

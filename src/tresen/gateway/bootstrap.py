@@ -49,7 +49,7 @@ async def create_number(
     async with RelayAPI(relay_url, str(body["token"])) as api:
         biz = BusinessAPI(api)
         await biz.create(display_name=name, vertical=vertical)
-        await biz.standing()  # makes every policy gate know the business at once
+        await biz.account()  # makes every policy gate know the business at once
     return await record_number(
         db,
         data_dir,

@@ -87,6 +87,8 @@ class GatewaySettings:
     public_url: str = ""
     #: how often new numbers and rotated tokens are read from the database
     refresh_seconds: float = 5.0
+    #: how often template reviews and the quality rating are read from the relay
+    watch_seconds: float = 30.0
     #: SQLite only: ``normal`` trades power-loss durability for speed (as the relay's setting)
     sqlite_synchronous: str = "full"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -137,12 +139,23 @@ class Gateway:
                 self.tokens[number.token_hash] = number.id
 
     async def _watch_numbers(self) -> None:
+        from tresen.gateway.watch import do_poll
+
+        polled = 0.0
         while True:
             await asyncio.sleep(self.settings.refresh_seconds)
             try:
                 await self.refresh_numbers()
             except Exception as exc:  # keep serving the numbers already open
                 log.warning("reading the gateway's numbers failed: %s", exc)
+            if self.clock() - polled < self.settings.watch_seconds:
+                continue
+            polled = self.clock()
+            for line in list(self.lines.values()):
+                try:
+                    await do_poll(self, line)
+                except Exception as exc:
+                    log.warning("number %s: polling the relay failed: %s", line.number.id, exc)
 
     async def open_line(self, number: Number) -> Line:
         """Start serving ``number`` (once: a second call returns the open line)."""

@@ -332,3 +332,21 @@ async def replay(txn: Txn, number: str, id: int, now: int) -> int:
         number,
         id,
     )
+
+
+# ---------------------------------------------------------------- watched relay state
+
+
+async def watched(txn: Txn, number: str) -> dict[str, str]:
+    rows = await txn.fetch("SELECT key, value FROM gw_watch WHERE number_id = ?", number)
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
+async def set_watched(txn: Txn, number: str, key: str, value: str) -> None:
+    await txn.execute(
+        "INSERT INTO gw_watch (number_id, key, value) VALUES (?, ?, ?) "
+        "ON CONFLICT (number_id, key) DO UPDATE SET value = excluded.value",
+        number,
+        key,
+        value,
+    )

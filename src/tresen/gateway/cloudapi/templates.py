@@ -160,8 +160,7 @@ async def delete_by_id(line: Line, node: str) -> None:
 async def phone_view(gateway: Gateway, line: Line, fields: str) -> dict[str, Any]:
     business = await _relay(line.biz.get())
     try:
-        standing = await line.biz.standing()
-        quality = str(standing.get("quality") or standing.get("quality_rating") or "NA")
+        quality = str((await line.biz.account()).get("quality") or "NA")
     except TresenError:
         quality = "NA"
     number = line.number

@@ -21,11 +21,15 @@ def contact(person: Person) -> dict[str, Any]:
     return entry
 
 
-def envelope(number: Number, value: dict[str, Any], field: str = "messages") -> dict[str, Any]:
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [{"id": number.waba_id, "changes": [{"field": field, "value": value}]}],
-    }
+def envelope(
+    number: Number, value: dict[str, Any], field: str = "messages", time_ms: int = 0
+) -> dict[str, Any]:
+    """The webhook body; account-level fields (templates, quality) carry the entry's ``time``."""
+    entry: dict[str, Any] = {"id": number.waba_id}
+    if time_ms:
+        entry["time"] = time_ms // 1000
+    entry["changes"] = [{"field": field, "value": value}]
+    return {"object": "whatsapp_business_account", "entry": [entry]}
 
 
 def _value(number: Number, person: Person) -> dict[str, Any]:
@@ -88,14 +92,33 @@ def status(
     return envelope(number, value)
 
 
+REASONS = {
+    "PROMOTIONAL", "ABUSIVE_CONTENT", "INCORRECT_CATEGORY", "INVALID_FORMAT",
+    "TAG_CONTENT_MISMATCH", "SCAM",
+}  # fmt: skip
+
+
 def template_status(
-    number: Number, *, template_id: int, name: str, language: str, event: str, reason: str
+    number: Number,
+    *,
+    template_id: int,
+    name: str,
+    language: str,
+    category: str,
+    event: str,
+    reason: str,
+    time_ms: int,
 ) -> dict[str, Any]:
-    value = {
+    """``message_template_status_update``; the operator's free-text reason goes in
+    ``other_info`` (the Cloud API's ``reason`` is an enumeration)."""
+    value: dict[str, Any] = {
         "event": event,
         "message_template_id": template_id,
         "message_template_name": name,
         "message_template_language": language,
-        "reason": reason or "NONE",
+        "message_template_category": category,
+        "reason": reason.upper() if reason.upper() in REASONS else "NONE",
     }
-    return envelope(number, value, field="message_template_status_update")
+    if reason and value["reason"] == "NONE":
+        value["other_info"] = {"title": event, "description": reason}
+    return envelope(number, value, field="message_template_status_update", time_ms=time_ms)
