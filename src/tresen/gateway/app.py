@@ -30,6 +30,7 @@ from tresen.errors import TresenError
 from tresen.gateway import store
 from tresen.gateway.cloudapi import account, api, templates
 from tresen.gateway.cloudapi.errors import GraphError, from_relay, unknown_node
+from tresen.gateway.cloudapi.models import openapi_bodies
 from tresen.gateway.service import Gateway, GatewaySettings
 from tresen.storage.engine import Database, open_database
 
@@ -107,8 +108,7 @@ class GatewayApp:
     def _build(self, max_upload_bytes: int) -> Litestar:
         @get("/openapi.json", include_in_schema=False, summary="This API's OpenAPI document")
         async def openapi(request: Request[Any, Any, Any]) -> dict[str, Any]:
-            schema: dict[str, Any] = request.app.openapi_schema.to_schema()
-            return schema
+            return openapi_bodies(request.app.openapi_schema.to_schema())
 
         @get("/healthz", include_in_schema=False)
         async def healthz() -> dict[str, str]:

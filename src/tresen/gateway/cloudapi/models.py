@@ -269,3 +269,48 @@ def check_interactive(item: Interactive) -> None:
             check_media(media, f"interactive.header.{header.type}")
         elif header.type != "text":
             raise GraphError(131009, f"interactive.header.{header.type} is required")
+
+
+class MessageRequest(Strict, kw_only=True):
+    """The body of ``POST /{phone-number-id}/messages`` as documented in the OpenAPI document
+    (the route reads it from JSON, form or query and checks it type by type)."""
+
+    messaging_product: Literal["whatsapp"]
+    recipient_type: Literal["individual"] = "individual"
+    to: S2048 | None = None
+    recipient: S128_1 | None = None
+    type: Literal[
+        "text", "image", "video", "audio", "document", "sticker", "location", "contacts",
+        "reaction", "interactive", "template",
+    ] = "text"  # fmt: skip
+    text: Text | None = None
+    image: Media | None = None
+    video: Media | None = None
+    audio: Media | None = None
+    document: Media | None = None
+    sticker: Media | None = None
+    location: Location | None = None
+    contacts: list[Contact] | None = None
+    reaction: Reaction | None = None
+    interactive: Interactive | None = None
+    template: TemplateMessage | None = None
+    context: ContextRef | None = None
+    biz_opaque_callback_data: S1024 | None = None
+    status: Literal["read"] | None = None
+    message_id: S128_1 | None = None
+    typing_indicator: TypingIndicator | None = None
+
+
+def openapi_bodies(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add the message body (and its components) to the generated OpenAPI document."""
+    (ref,), components = msgspec.json.schema_components(
+        [MessageRequest], ref_template="#/components/schemas/{name}"
+    )
+    schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+    post = schema.get("paths", {}).get("/{node}/messages", {}).get("post")
+    if post is not None:
+        post["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": ref}},
+        }
+    return schema
