@@ -240,3 +240,29 @@ def serve(
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:
         pass
+
+
+@business_app.command("demo")
+def demo(
+    port: Annotated[int, typer.Option(help="The gateway's port")] = 8090,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Keep the state here (default: temporary)")
+    ] = None,
+) -> None:
+    """Relay + gateway with a sample business + a person who opted in, in one process."""
+    from tresen.cli.business_demo import describe, run_demo
+
+    try:
+        asyncio.run(
+            run_demo(
+                data_dir,
+                port,
+                lambda text: typer.echo(text),
+                lambda message: typer.echo(f"Sheena received: {describe(message)}"),
+            )
+        )
+    except OSError as exc:
+        console.print(f"[red]error:[/red] cannot listen on port {port}: {exc.strerror}; --port")
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        pass

@@ -125,6 +125,7 @@ class GatewayApp:
             },
             lifespan=[self.lifespan],
             request_max_body_size=max_upload_bytes,
+            logging_config=None,  # the CLI configures logging; a library leaves it alone
             openapi_config=OpenAPIConfig(
                 title="tresen business gateway (WhatsApp Cloud API compatible)",
                 version=__version__,
