@@ -4,6 +4,7 @@ lines (run as printed, against the demo's gateway) deliver a message the person 
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 from tresen.cli.business_demo import start_demo, stop_demo
@@ -15,8 +16,10 @@ async def test_demo_and_its_pywa_lines(tmp_path: Path) -> None:
     try:
         code = "\n".join(demo.pywa_lines())
         assert code.count("\n") == 4  # five lines
-        # the lines use pywa's blocking client: run them off the event loop, as a user would
-        await asyncio.to_thread(exec, code, {})
+        # run the lines as a user would: in their own Python process
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code)
+        async with asyncio.timeout(60):
+            assert await proc.wait() == 0
         async with asyncio.timeout(10):
             while not isinstance(event := await demo.person.recv(None), Message):
                 pass
