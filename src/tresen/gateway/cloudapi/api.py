@@ -6,6 +6,7 @@ Every path may carry a ``/vNN.N`` prefix (stripped by the application before rou
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from litestar import Request, Response, delete, get, post
@@ -21,6 +22,7 @@ from tresen.gateway.send import do_send
 from tresen.gateway.service import Gateway, Line
 
 Req = Request[Any, Any, Any]
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @post("/{node:str}/messages", status_code=200, summary="Send a message, mark read, typing")
@@ -119,7 +121,8 @@ async def media_bytes(
     if record is None:
         raise unknown_node(media_id)
     data = await gateway.media.download(line.api, record)
-    headers = {"Content-Disposition": f'attachment; filename="{record.filename or record.id}"'}
+    name = SAFE_NAME.sub("_", record.filename)[:120] or record.id
+    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
     return Response(data, media_type=record.mime_type, headers=headers)
 
 
