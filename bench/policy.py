@@ -8,8 +8,8 @@ released (not committed), so only the checks are timed. Phases:
 - ``p2p_open``: person to person through an envelope service assembled without the policy;
 - ``p2p_gate``: the same through the relay's envelope service with the policy gate (the cost
   for person-to-person traffic: a block lookup and a business-set lookup);
-- ``gate_call_p2p``: the gate's ``check_envelope`` alone for person-to-person traffic (the
-  added cost, free of the noise between two whole-path phases);
+- ``gate_screen_p2p``: the gate's synchronous ``screen`` alone for person-to-person traffic
+  (the added cost, free of the noise between two whole-path phases);
 - ``person_to_business``: a person writing to a business (refreshes the 24 h window);
 - ``business_service``: a business's free-form reply inside the window;
 - ``business_template``: a business's approved UTILITY template outside the window (consent,
@@ -160,12 +160,20 @@ async def run(db: str, seconds: float, people: int) -> dict[str, Any]:
         results["p2p_open"] = await phase("p2p_open", seconds, p2p(open_envelopes))
         results["p2p_gate"] = await phase("p2p_gate", seconds, p2p(gated))
 
-        async def gate_alone(n: int) -> None:
-            await s.policy.check_envelope(
-                persons[n % half].account_id, persons[(n + 1) % half].account_id, None, "g"
-            )
-
-        results["gate_call_p2p"] = await phase("gate_call_p2p", seconds, gate_alone)
+        # the gate's synchronous screen alone, person to person: the cost the policy adds
+        screen, calls = s.policy.screen, 0
+        pairs = [(persons[n].account_id, persons[(n + 1) % half].account_id) for n in range(half)]
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for a, b in pairs:
+                screen(a, b, None)
+            calls += len(pairs)
+        took = time.perf_counter() - start
+        results["gate_screen_p2p"] = {
+            "us_per_send": round(took / calls * 1e6, 3),
+            "sends_per_s": round(calls / took),
+        }
+        log(f"gate_screen_p2p: {results['gate_screen_p2p']['us_per_send']} µs/send")
 
         async def inbound(n: int) -> None:
             person = persons[half + n % (people - half)]

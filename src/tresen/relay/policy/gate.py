@@ -163,6 +163,13 @@ class PolicyGate:
 
     # ------------------------------------------------------------ the hot path
 
+    def screen(self, sender: int, recipient: int, biz: BizMeta | None) -> bool:
+        """Person-to-person traffic ends here, without a coroutine: refused if blocked, else
+        nothing to do. True: business traffic, :meth:`check_envelope` decides."""
+        if (recipient, sender) in self.blocks and sender != recipient:
+            raise PolicyRefused("message undeliverable", code=Code.MESSAGE_UNDELIVERABLE)
+        return biz is not None or sender in self.businesses or recipient in self.businesses
+
     async def check_envelope(
         self, sender: int, recipient: int, biz: BizMeta | None, envelope_id: str
     ) -> None:

@@ -13,6 +13,11 @@ from tresen.protocol.frames import BizMeta, Item
 
 
 class EnvelopePolicy(Protocol):
+    def screen(self, sender: int, recipient: int, biz: BizMeta | None) -> bool:
+        """The synchronous first look (no coroutine on the hot path): raise if refused at once
+        (a block); return True if :meth:`check_envelope` must run (business traffic)."""
+        ...
+
     async def check_envelope(
         self, sender: int, recipient: int, biz: BizMeta | None, envelope_id: str
     ) -> None:
@@ -29,6 +34,9 @@ class EnvelopePolicy(Protocol):
 
 
 class OpenPolicy:
+    def screen(self, sender: int, recipient: int, biz: BizMeta | None) -> bool:
+        return False
+
     async def check_envelope(
         self, sender: int, recipient: int, biz: BizMeta | None, envelope_id: str
     ) -> None:
