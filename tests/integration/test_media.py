@@ -612,3 +612,32 @@ async def test_a_signed_out_device_is_not_waited_for(relay: Harness) -> None:
     assert fetched[bob_tablet.device_id] is None  # its grant stays, unfetched
     info = (await alice.http.get(f"/v1/media/{mid}/info")).json()
     assert info["expires_at"] == fetched[bob.device_id] + 60_000  # not the 30-day TTL
+
+
+@pytest.mark.parametrize(
+    "relay_settings", [{"media_fetched_grace_seconds": 60, "media_ttl_seconds": 3600}]
+)
+async def test_a_kept_blob_outlives_its_fetches(relay: Harness) -> None:
+    """A business sends one uploaded medium to many people over days (Cloud API media ids
+    live 30 days): ``keep`` holds it to the TTL, granting each new recipient as it goes."""
+    shop, ann, ben = [await relay.new_device() for _ in range(3)]
+    data = os.urandom(50_000)
+    created = await shop.http.post(
+        "/v1/media",
+        json={"kind": "image", "size": len(data), "keep": True,
+              "recipients": [{"account_id": ann.account_id}]},
+    )  # fmt: skip
+    assert created.status_code == 201 and created.json()["keep"] is True
+    mid = created.json()["media_id"]
+    assert (await patch(shop, mid, 0, data)).json()["complete"]
+    assert (await ann.http.get(f"/v1/media/{mid}")).content == data
+    await fetched_by(relay, shop, mid, ann)
+    relay.clock.advance(600)  # far past the grace period
+    assert await relay.services.media.do_purge_expired() == 0
+    r = await shop.http.post(
+        f"/v1/media/{mid}/grants", json={"recipients": [{"account_id": ben.account_id}]}
+    )
+    assert r.status_code == 200, r.text
+    assert (await ben.http.get(f"/v1/media/{mid}")).content == data
+    relay.clock.advance(3600)
+    assert await relay.services.media.do_purge_expired() == 1

@@ -109,3 +109,8 @@ def test_quota() -> None:
         with pytest.raises(LimitExceeded) as caught:
             check_quota(blobs, held, adding, settings)
         assert caught.value.code == Code.MEDIA_QUOTA_EXCEEDED and caught.value.status == 429
+
+
+def test_kept_blobs_wait_for_the_ttl() -> None:
+    kept = MediaRow("A" * 22, 1, 2, "image", 10, 10, 1_000, 5_000, 0, keep=True)
+    assert expiry_of(kept, 3, 3, 9_000, SETTINGS) == 5_000 + 1_000_000

@@ -297,9 +297,14 @@ class RelayAPI:
 
     # media (the bytes are ciphertext: see tresen.client.media)
     async def create_upload(
-        self, kind: str, size: int, recipients: list[dict[str, int]] | None = None
+        self,
+        kind: str,
+        size: int,
+        recipients: list[dict[str, int]] | None = None,
+        *,
+        keep: bool = False,
     ) -> dict[str, Any]:
-        body = {"kind": kind, "size": size, "recipients": recipients or []}
+        body = {"kind": kind, "size": size, "recipients": recipients or [], "keep": keep}
         result: dict[str, Any] = await self.request("POST", "/v1/media", json=body)
         return result
 

@@ -354,12 +354,15 @@ async def upload_attachment(
     part: int = PART,
     chunk: int = CHUNK,
     retries: int = 5,
+    keep: bool = False,
 ) -> Attachment:
     """Encrypt ``source`` while uploading it; returns what the message must carry.
 
     The upload goes in PATCH requests of ``part`` bytes. When a request fails (a broken
     connection, the relay restarting) the relay's offset is read back and the upload resumes
-    there, up to ``retries`` failures in a row.
+    there, up to ``retries`` failures in a row. ``keep`` asks the relay to keep the blob to
+    its TTL even after every recipient fetched it (for media sent again later to others,
+    granting them with ``RelayAPI.grant_media``).
     """
     plain = _Source(source)
     size = plain.size
@@ -367,7 +370,7 @@ async def upload_attachment(
         raise TresenError("an attachment needs at least one byte")
     key, iv = os.urandom(32), os.urandom(8) + bytes(8)
     hasher = _HashOnce()
-    created = await api.create_upload(kind, size, recipients_body(recipients))
+    created = await api.create_upload(kind, size, recipients_body(recipients), keep=keep)
     media_id, offset = created["media_id"], int(created["offset"])
 
     async def body(start: int, end: int) -> AsyncIterator[bytes]:

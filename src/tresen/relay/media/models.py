@@ -30,6 +30,9 @@ class UploadCreate(Strict):
     #: the ciphertext's exact size in bytes (AES-CTR keeps the plaintext's size)
     size: Annotated[int, msgspec.Meta(ge=1)]
     recipients: Annotated[list[Recipient], msgspec.Meta(max_length=MAX_RECIPIENTS)] = []
+    #: keep the blob to the TTL even once every granted device fetched it (media reused
+    #: across messages, such as a business's Cloud API media id)
+    keep: bool = False
 
 
 class GrantRequest(Strict):
@@ -46,6 +49,7 @@ class Upload(msgspec.Struct):
     complete: bool
     created_at: int
     expires_at: int
+    keep: bool
     #: PATCH the bytes here, with ``Upload-Offset: <offset>``
     upload_path: str
     #: GET the bytes here once ``complete``
@@ -77,6 +81,7 @@ class MediaRow(msgspec.Struct, frozen=True):
     created_at: int
     completed_at: int | None
     expires_at: int
+    keep: bool = False
 
     @property
     def complete(self) -> bool:

@@ -147,7 +147,7 @@ def expiry_of(
     if row.completed_at is None:
         return row.created_at + settings.media_upload_ttl_seconds * 1000
     latest = row.completed_at + settings.media_ttl_seconds * 1000
-    if grants and fetched == grants and last_fetch is not None:
+    if not row.keep and grants and fetched == grants and last_fetch is not None:
         return min(latest, last_fetch + settings.media_fetched_grace_seconds * 1000)
     return latest
 
@@ -170,6 +170,7 @@ def upload_view(row: MediaRow) -> Upload:
         complete=row.complete,
         created_at=row.created_at,
         expires_at=row.expires_at,
+        keep=row.keep,
         upload_path=path,
         download_path=path,
     )
@@ -289,6 +290,7 @@ class MediaService:
             created_at=now,
             completed_at=None,
             expires_at=now + self.settings.media_upload_ttl_seconds * 1000,
+            keep=body.keep,
         )
 
         async def create(txn: Txn) -> None:

@@ -10,7 +10,7 @@ from tresen.storage.engine import Row, Txn
 
 _COLUMNS = (
     "id, owner_account, owner_device, kind, declared_size, received, created_at, "
-    "completed_at, expires_at"
+    "completed_at, expires_at, keep"
 )
 #: ids per ``IN (...)`` list: well under every engine's limit on bound parameters
 _CHUNK = 500
@@ -27,12 +27,13 @@ def _row(r: Row) -> MediaRow:
         created_at=int(r[6]),
         completed_at=None if r[7] is None else int(r[7]),
         expires_at=int(r[8]),
+        keep=bool(r[9]),
     )
 
 
 async def insert_media(txn: Txn, row: MediaRow) -> None:
     await txn.execute(
-        f"INSERT INTO media ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+        f"INSERT INTO media ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
         row.media_id,
         row.owner_account,
         row.owner_device,
@@ -42,6 +43,7 @@ async def insert_media(txn: Txn, row: MediaRow) -> None:
         row.created_at,
         row.completed_at,
         row.expires_at,
+        int(row.keep),
     )
 
 
