@@ -112,7 +112,7 @@ async def test_tampered_envelope_is_undecryptable(relay: Harness, tmp_path: Path
     captured: dict[int, bytes] = {}
     real_send = alice.device._live().send
 
-    async def capture(to: int, payloads: dict[int, bytes], *, id: str | None = None) -> str:
+    async def capture(to: int, payloads: dict[int, bytes], **options: Any) -> str:
         captured.update(payloads)
         tampered = {}
         for device, payload in payloads.items():
@@ -120,7 +120,7 @@ async def test_tampered_envelope_is_undecryptable(relay: Harness, tmp_path: Path
             body_at = raw.index(b'"body":"') + 8 + 20
             raw[body_at] = ord("A") if raw[body_at] != ord("A") else ord("B")
             tampered[device] = bytes(raw)
-        return await real_send(to, tampered, id=id)
+        return await real_send(to, tampered, **options)
 
     alice.device._live().send = capture  # type: ignore[method-assign]
     await alice.send(bob.account_id, "never shown")
