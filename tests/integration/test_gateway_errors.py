@@ -214,13 +214,50 @@ async def test_templates_checked_and_rendered(
         assert r.json()["messages"][0]["message_status"] == "accepted"
         got = await next_message(sheena)
         assert got.content["body"] == "Hi Sheena, order B-2 is ready."
-        status = (await hook.next("statuses"))["statuses"][0]
+        status = await status_of(hook, r.json()["messages"][0]["id"], "sent")
+        # a utility template inside her open 24-hour window is free (the relay's rule)
         assert status["pricing"] == {
-            "billable": True,
+            "billable": False,
             "pricing_model": "PMP",
             "category": "utility",
-            "type": "regular",
+            "type": "free_customer_service",
         }
+        # someone who opted in but never wrote: the template is billed (so it needs money)
+        await relay.services.billing.do_top_up(
+            admin, biz.boot.relay_account_id, 10_000, "gateway test"
+        )
+        bob = await person(relay, tmp_path, "Bob")
+        try:
+            await bob.device.api.request(
+                "POST",
+                f"/v1/consents/{biz.boot.relay_account_id}",
+                json={"categories": ["utility"], "source": "website_form"},
+            )
+            bob_id = (await biz.server.gateway.person(line(biz), bob.account_id)).scoped_id
+            r = await biz.send(
+                {
+                    "messaging_product": "whatsapp",
+                    "to": bob_id,
+                    "type": "template",
+                    "template": {
+                        "name": "ready",
+                        "language": {"code": "en_US"},
+                        "components": [{"type": "body", "parameters": good}],
+                    },
+                }
+            )
+            assert r.status_code == 200, r.text
+            assert (await next_message(bob)).content["body"] == "Hi Sheena, order B-2 is ready."
+            status = await status_of(hook, r.json()["messages"][0]["id"], "sent")
+            assert status["recipient_user_id"] == bob_id
+            assert status["pricing"] == {
+                "billable": True,
+                "pricing_model": "PMP",
+                "category": "utility",
+                "type": "regular",
+            }
+        finally:
+            await bob.close()
         r = await biz.http.get(f"/v22.0/{waba}/message_templates", params={"status": "APPROVED"})
         assert [t["name"] for t in r.json()["data"]] == ["ready"]
         r = await biz.http.delete(f"/v22.0/{waba}/message_templates", params={"name": "ready"})
@@ -276,6 +313,13 @@ async def test_block_users(biz: Business, hook: Receiver, relay: Harness, tmp_pa
         assert r.json()["data"] == []
     finally:
         await sheena.close()
+
+
+async def status_of(hook: Receiver, wamid: str, state: str) -> dict[str, Any]:
+    while True:
+        status: dict[str, Any] = (await hook.next("statuses"))["statuses"][0]
+        if status["id"] == wamid and status["status"] == state:
+            return status
 
 
 def line(biz: Business) -> Any:

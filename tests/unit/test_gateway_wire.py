@@ -171,3 +171,19 @@ def test_backoff_grows_and_caps() -> None:
     policy = RetryPolicy(base_seconds=5, cap_seconds=3600)
     assert [policy.delay_ms(n) for n in (1, 2, 3)] == [5000, 10000, 20000]
     assert policy.delay_ms(30) == 3_600_000
+
+
+def test_pricing_follows_the_relay_rules() -> None:
+    from tresen.gateway.webhooks.payloads import pricing_object, pricing_type
+
+    assert pricing_type("", True) == pricing_type("", False) == "free_customer_service"
+    assert pricing_type("UTILITY", True) == "free_customer_service"
+    assert pricing_type("UTILITY", False) == "regular"
+    assert pricing_type("MARKETING", True) == "regular"
+    assert pricing_object("MARKETING", "regular") == {
+        "billable": True,
+        "pricing_model": "PMP",
+        "category": "marketing",
+        "type": "regular",
+    }
+    assert pricing_object("", "free_customer_service")["category"] == "service"

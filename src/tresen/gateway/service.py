@@ -35,6 +35,7 @@ from tresen.storage.engine import Database, Row, Txn
 log = logging.getLogger("tresen.gateway")
 STATUS_RANK = {"accepted": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4}
 TEMPLATE_CACHE_SECONDS = 10.0
+DAY_MS = 86_400_000
 
 
 def token_hash(token: str) -> str:
@@ -435,9 +436,11 @@ class Gateway:
         number, now = line.number, self.now_ms()
 
         async def write(txn: Txn) -> None:
+            wrote = await store.last_inbound(txn, number.id, person.account_id)
+            pricing = payloads.pricing_type(category, wrote is not None and now - wrote < DAY_MS)
             await store.insert_message(
                 txn, number.id, envelope_id, "out", person.account_id, kind, "accepted",
-                category, opaque, now,
+                category, opaque, now, pricing,
             )  # fmt: skip
             await self.status_in(txn, number, envelope_id, status, now, errors)
 
@@ -481,6 +484,7 @@ class Gateway:
             status=status,
             ts_ms=ts,
             category=str(row[5]),
+            pricing=str(row[8]),
             opaque=str(row[6]),
             errors=errors,
         )

@@ -147,7 +147,7 @@ async def upsert_person(
 
 # ---------------------------------------------------------------- messages
 
-MESSAGE = "id, direction, person, type, status, category, opaque, created_at"
+MESSAGE = "id, direction, person, type, status, category, opaque, created_at, pricing"
 
 
 async def insert_message(
@@ -161,6 +161,7 @@ async def insert_message(
     category: str,
     opaque: str,
     now: int,
+    pricing: str = "",
 ) -> bool:
     """False when the id is already known (a redelivered envelope)."""
     found = await txn.fetchone(
@@ -169,7 +170,7 @@ async def insert_message(
     if found:
         return False
     await txn.execute(
-        f"INSERT INTO gw_messages (number_id, {MESSAGE}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+        f"INSERT INTO gw_messages (number_id, {MESSAGE}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
         number,
         id,
         direction,
@@ -179,8 +180,20 @@ async def insert_message(
         category,
         opaque,
         now,
+        pricing,
     )
     return True
+
+
+async def last_inbound(txn: Txn, number: str, person: int) -> int | None:
+    """When the person last wrote to this number (ms), if ever."""
+    row = await txn.fetchone(
+        "SELECT max(created_at) FROM gw_messages "
+        "WHERE number_id = ? AND person = ? AND direction = 'in'",
+        number,
+        person,
+    )
+    return int(row[0]) if row and row[0] is not None else None
 
 
 async def message(txn: Txn, number: str, id: str) -> Row | None:

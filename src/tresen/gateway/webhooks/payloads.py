@@ -46,20 +46,23 @@ def message(number: Number, person: Person, msg: dict[str, Any]) -> dict[str, An
     return envelope(number, value)
 
 
-def pricing(category: str) -> dict[str, Any]:
-    """The PMP pricing object: service replies are free, templates billable by category."""
-    if category.upper() in FREE:
-        return {
-            "billable": False,
-            "pricing_model": "PMP",
-            "category": "service",
-            "type": "free_customer_service",
-        }
+def pricing_type(category: str, window_open: bool) -> str:
+    """The relay's per-message pricing as the gateway can see it (docs/business-rules.md):
+    service replies are free, utility templates inside the 24-hour window are free, other
+    templates are billed. (An entry-point window, known only to the relay, is not seen.)"""
+    if category.upper() in FREE or (category.upper() == "UTILITY" and window_open):
+        return "free_customer_service"
+    return "regular"
+
+
+def pricing_object(category: str, type: str = "") -> dict[str, Any]:
+    """The PMP pricing object of a status webhook."""
+    type = type or pricing_type(category, False)
     return {
-        "billable": True,
+        "billable": type == "regular",
         "pricing_model": "PMP",
-        "category": category.lower(),
-        "type": "regular",
+        "category": category.lower() if category.upper() not in FREE else "service",
+        "type": type,
     }
 
 
@@ -71,6 +74,7 @@ def status(
     status: str,
     ts_ms: int,
     category: str = "",
+    pricing: str = "",
     opaque: str = "",
     errors: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
@@ -84,7 +88,7 @@ def status(
     if opaque:
         entry["biz_opaque_callback_data"] = opaque
     if status != "failed":
-        entry["pricing"] = pricing(category)
+        entry["pricing"] = pricing_object(category, pricing)
     if errors:
         entry["errors"] = errors
     value = _value(number, person)
