@@ -20,7 +20,11 @@ from tresen.relay.accounts.service import AccountService
 log = logging.getLogger("tresen.http")
 
 
-def error_response(status: int, code: str, message: str, **fields: Any) -> Response[Any]:
+def error_response(
+    status: int, code: str, message: str, fields: dict[str, Any] | None = None, **more: Any
+) -> Response[Any]:
+    """The error body every route answers with; ``fields`` may use any name."""
+    fields = {**(fields or {}), **more}
     body: dict[str, Any] = {"code": code, "message": message}
     if fields:
         body["fields"] = fields
@@ -31,7 +35,7 @@ def error_response(status: int, code: str, message: str, **fields: Any) -> Respo
 
 
 def on_tresen_error(_: Request[Any, Any, Any], exc: TresenError) -> Response[Any]:
-    return error_response(exc.status, str(exc.code), exc.message, **exc.fields)
+    return error_response(exc.status, str(exc.code), exc.message, exc.fields)
 
 
 def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
