@@ -119,8 +119,9 @@ class PostgresDatabase:
                     raise Unavailable(
                         f"database schema {have} is newer than this tresen ({SCHEMA_VERSION})"
                     )
+                done = {r[0] for r in await conn.fetch("SELECT version FROM schema_version")}
                 for migration in load_migrations():
-                    if migration.version <= have:
+                    if migration.version in done:
                         continue
                     async with conn.transaction():
                         for statement in migration.statements(self._sequence):
