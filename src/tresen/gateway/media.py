@@ -102,7 +102,8 @@ class MediaService:
                 131053, f"{kind} files may be at most {LIMITS[kind]} bytes ({len(data)} given)"
             )
         try:
-            attachment = await upload_attachment(api, data, kind=kind)
+            # a Cloud API media id is reusable for 30 days: keep it past its first fetches
+            attachment = await upload_attachment(api, data, kind=kind, keep=True)
         except TresenError as exc:
             raise from_relay(exc) from exc
         now = self.now_ms()
