@@ -67,6 +67,7 @@ class Hook:
         self.statuses = 0
         self.bad = 0
         self.first = self.last = 0.0
+        self.codes: dict[str, str] = {}
 
     def app(self) -> Starlette:
         async def get(request: Request) -> Response:
@@ -83,7 +84,18 @@ class Hook:
             self.statuses += body.count(b'"statuses"')
             return PlainTextResponse("ok")
 
-        return Starlette(routes=[Route("/", get), Route("/", post, methods=["POST"])])
+        async def code(request: Request) -> Response:
+            body = await request.json()
+            self.codes[str(body["to"])] = str(body["code"])
+            return PlainTextResponse("ok")
+
+        return Starlette(
+            routes=[
+                Route("/", get),
+                Route("/", post, methods=["POST"]),
+                Route("/codes", code, methods=["POST"]),
+            ]
+        )
 
 
 async def serve(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
@@ -99,24 +111,67 @@ async def serve(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
     return server, task, f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
+RELAY_SETTINGS = {
+    "sqlite_synchronous": "normal",
+    "code_attempts_per_address_per_hour": 1_000_000,
+    "code_attempts_per_number_per_hour": 1_000_000,
+    "business_throughput_per_second": 1_000,
+    "business_pair_per_second": 1_000.0,
+}
+
+
+async def relay_process(workdir: Path, codes_url: str) -> tuple[asyncio.subprocess.Process, str]:
+    """``tresen serve`` in its own process (codes come to the hook's /codes)."""
+    import os
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, **{f"TRESEN_{k.upper()}": str(v) for k, v in RELAY_SETTINGS.items()}}
+    env |= {"TRESEN_CODE_SENDER": "webhook", "TRESEN_CODE_WEBHOOK_URL": codes_url}
+    env |= {"TRESEN_MEDIA_DIR": str(workdir / "media")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tresen", "serve", "--port", str(port),
+        "--db", f"sqlite:///{workdir}/relay.db", "--log-level", "warning",
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient() as http:
+        for _ in range(200):
+            try:
+                if (await http.get(f"{url}/healthz")).status_code == 200:
+                    return proc, url
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.05)
+    raise RuntimeError("the relay did not start")
+
+
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    settings = load(
-        environ={},
-        overrides={
-            "host": "127.0.0.1",
-            "port": 0,
-            "db": f"sqlite:///{workdir}/relay.db",
-            "sqlite_synchronous": "normal",
-            "media_dir": str(workdir / "media"),
-            "code_attempts_per_address_per_hour": 1_000_000,
-            "code_attempts_per_number_per_hour": 1_000_000,
-            "business_throughput_per_second": 1_000,
-            "business_pair_per_second": 1_000.0,
-        },
-    )
-    codes = Codes()
-    relay = RelayServer(settings, code_sender=codes)
-    await relay.start()
+    relay: RelayServer | None = None
+    proc: asyncio.subprocess.Process | None = None
+    hook = Hook("", "")
+    hook_server, hook_task, hook_url = await serve(hook.app())
+    if args.relay_process:
+        proc, relay_url = await relay_process(workdir, f"{hook_url}/codes")
+        codes = hook.codes
+    else:
+        settings = load(
+            environ={},
+            overrides={
+                "host": "127.0.0.1",
+                "port": 0,
+                "db": f"sqlite:///{workdir}/relay.db",
+                "media_dir": str(workdir / "media"),
+                **RELAY_SETTINGS,
+            },
+        )
+        sender = Codes()
+        codes = sender.codes
+        relay = RelayServer(settings, code_sender=sender)
+        await relay.start()
+        relay_url = relay.url
     gateway = GatewayServer(
         f"sqlite:///{workdir}/gateway.db",
         workdir / "gw",
@@ -124,19 +179,17 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     )
     await gateway.start()
     people: list[SecureDevice] = []
-    hook_server = None
     try:
         assert gateway.app.db is not None
 
         async def code(phone: str) -> str:
-            return codes.codes[phone]
+            return codes[phone]
 
         number, boot = await create_number(
-            gateway.app.db, workdir / "gw", relay.url, "+4930000001", code, name="Bench Air"
+            gateway.app.db, workdir / "gw", relay_url, "+4930000001", code, name="Bench Air"
         )
         await gateway.gateway.open_line(number)
-        hook = Hook(boot.app_secret, boot.verify_token)
-        hook_server, hook_task, hook_url = await serve(hook.app())
+        hook.secret, hook.verify = boot.app_secret, boot.verify_token
         headers = {"Authorization": f"Bearer {boot.access_token}"}
         http = httpx.AsyncClient(
             base_url=gateway.url,
@@ -153,8 +206,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         scoped: list[str] = []
         for n in range(args.people):
             phone = f"+49151{n:08d}"
-            await AsyncDevice.request_code(relay.url, phone)
-            device = await AsyncDevice.register(relay.url, phone, codes.codes[phone])
+            await AsyncDevice.request_code(relay_url, phone)
+            device = await AsyncDevice.register(relay_url, phone, codes[phone])
             secure = SecureDevice.open(device, workdir / f"p{n}.store", key=b"k" * 32)
             await secure.start()
             people.append(secure)
@@ -213,9 +266,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         latencies.sort()
         webhook_span = max(hook.last - hook.first, 1e-9)
         await http.aclose()
-        hook_server.should_exit = True
-        await hook_task
         return {
+            "relay": "process" if proc else "in-process",
             "people": args.people,
             "window": args.window,
             "seconds": round(elapsed, 2),
@@ -233,7 +285,13 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for p in people:
             await p.close()
         await gateway.stop()
-        await relay.stop()
+        if relay is not None:
+            await relay.stop()
+        if proc is not None:
+            proc.terminate()
+            await proc.wait()
+        hook_server.should_exit = True
+        await hook_task
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -241,6 +299,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=5.0, help="measured sending time")
     p.add_argument("--window", type=int, default=32, help="requests in flight")
     p.add_argument("--people", type=int, default=8, help="recipients (one device each)")
+    p.add_argument("--relay-process", action="store_true", help="run the relay as its own process")
     p.add_argument(
         "--sqlite-synchronous", default="normal", choices=["normal", "full"], help="gateway DB"
     )
