@@ -324,3 +324,46 @@ async def status_of(hook: Receiver, wamid: str, state: str) -> dict[str, Any]:
 
 def line(biz: Business) -> Any:
     return biz.server.gateway.lines[biz.boot.phone_number_id]
+
+
+async def test_template_paging_edit_and_delete(biz: Business) -> None:
+    waba = biz.boot.waba_id
+    ids = []
+    for name in ("alpha", "beta", "gamma"):
+        r = await biz.http.post(
+            f"/v22.0/{waba}/message_templates",
+            json={
+                "name": name,
+                "language": "en",
+                "category": "marketing",
+                "components": [{"type": "body", "text": f"Offer {name}"}],
+            },
+        )
+        assert r.status_code == 200, r.text
+        ids.append(r.json()["id"])
+    graph_error(
+        await biz.http.post(f"/v22.0/{waba}/message_templates", json={"name": "x"}), 400, 131008
+    )
+    r = await biz.http.get(f"/v22.0/{waba}/message_templates", params={"limit": 2})
+    page = r.json()
+    assert [t["name"] for t in page["data"]] == ["alpha", "beta"] and "next" in page["paging"]
+    after = page["paging"]["cursors"]["after"]
+    r = await biz.http.get(f"/v22.0/{waba}/message_templates", params={"limit": 2, "after": after})
+    assert [t["name"] for t in r.json()["data"]] == ["gamma"]
+    r = await biz.http.get(f"/v22.0/{waba}/message_templates", params={"name": "beta"})
+    assert [t["id"] for t in r.json()["data"]] == [ids[1]]
+    graph_error(
+        await biz.http.get(f"/v22.0/{waba}/message_templates", params={"status": "NOPE"}), 400, 100
+    )
+    r = await biz.http.post(f"/v22.0/{ids[0]}", json={"category": "UTILITY"})
+    assert r.status_code == 200 and r.json() == {"success": True}
+    r = await biz.http.get(f"/v22.0/{ids[0]}")
+    assert r.json()["category"] == "UTILITY" and r.json()["status"] == "PENDING"
+    r = await biz.http.delete(
+        f"/v22.0/{waba}/message_templates", params={"name": "alpha", "hsm_id": ids[1]}
+    )
+    graph_error(r, 400, 100)  # the id is not named alpha
+    r = await biz.http.delete(f"/v22.0/{ids[2]}")
+    assert r.json() == {"success": True}
+    r = await biz.http.get(f"/v22.0/{waba}/message_templates")
+    assert [t["name"] for t in r.json()["data"]] == ["alpha", "beta"]
