@@ -104,10 +104,18 @@ async def test_media_upload_retrieve_download_delete(biz: Business) -> None:
     blob_dir = Path(biz.relay.server.settings.media_dir)
     blobs = [p for p in blob_dir.rglob("*") if p.is_file()]
     assert blobs and all(png not in p.read_bytes() for p in blobs)
-    r = await biz.http.delete(f"/v22.0/{media_id}")
-    assert r.json() == {"success": True}
+    # expiry (30 days for uploads): the record and the relay's blob go
+    r = await biz.http.post(f"/v22.0/{number}/media", files=files, data=data)
+    other = r.json()["id"]
+    month = biz.server.gateway.now_ms() + 31 * 86_400_000
+    removed = await biz.server.gateway.do_prune(now_ms=month)
+    assert removed[1] == 2
+    assert (await biz.http.get(f"/v22.0/{other}")).status_code == 400
+    assert not [p for p in blob_dir.rglob("*") if p.is_file() and p.stat().st_size]
     r = await biz.http.get(f"/v22.0/{media_id}")
     assert r.status_code == 400 and r.json()["error"]["error_subcode"] == 33
+    r = await biz.http.delete(f"/v22.0/{media_id}")
+    assert r.status_code == 400
     # limits: a sticker over 500 KB, no file, no type
     big = {"file": ("s.webp", b"RIFF" + b"\x00" * 600_000, "image/webp")}
     r = await biz.http.post(f"/{number}/media", files=big, data={"type": "image/webp"})

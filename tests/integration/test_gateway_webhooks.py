@@ -83,6 +83,12 @@ async def test_kept_until_subscribed_then_retried_in_order(
             while len(done := await deliveries(biz, "delivered")) < 5:
                 await asyncio.sleep(0.05)
         assert len(done) == 5 and done[0]["attempts"] >= 4 and done[0]["last_error"] == ""
+        # delivered events are forgotten after the retention, not before
+        gateway = biz.server.gateway
+        assert await gateway.do_prune() == (0, 0)
+        later = gateway.now_ms() + 10_000
+        assert await gateway.do_prune(now_ms=later) == (5, 0)
+        assert await deliveries(biz) == []
     finally:
         await sheena.close()
 

@@ -26,7 +26,7 @@ from tresen.errors import TresenError
 from tresen.gateway import store
 from tresen.gateway.batch import GroupWriter
 from tresen.gateway.cloudapi.errors import GraphError, from_relay, unknown_node
-from tresen.gateway.media import MediaService
+from tresen.gateway.media import MediaRecord, MediaService
 from tresen.gateway.models import Number, Person
 from tresen.gateway.webhooks import payloads
 from tresen.gateway.webhooks.outbox import Outbox, RetryPolicy
@@ -152,6 +152,10 @@ class Gateway:
             if self.clock() - polled < self.settings.watch_seconds:
                 continue
             polled = self.clock()
+            try:
+                await self.do_prune()
+            except Exception as exc:
+                log.warning("pruning the gateway's database failed: %s", exc)
             for line in list(self.lines.values()):
                 try:
                     await do_poll(self, line)
@@ -196,6 +200,28 @@ class Gateway:
                     await line.task
             await line.secure.close()
         await self.media.close()
+
+    async def do_prune(self, now_ms: int | None = None) -> tuple[int, int]:
+        """Forget delivered webhook events after the retention, and expired media (with
+        their relay blobs); returns (events, media) removed."""
+        now = self.now_ms() if now_ms is None else now_ms
+        before = now - int(self.settings.retry.retention_seconds * 1000)
+        events = await self.db.run_interaction(
+            "gw_prune_outbox", lambda txn: store.prune_outbox(txn, before)
+        )
+        expired = await self.db.run_interaction(
+            "gw_expired_media", lambda txn: store.expired_media(txn, now, 500), write=False
+        )
+        removed = 0
+        for row in expired:
+            line = self.lines.get(str(row[1]))
+            record = MediaRecord.from_row(row)
+            if line is None:
+                continue
+            with contextlib.suppress(GraphError):
+                await self.media.do_delete(line.api, record)
+                removed += 1
+        return int(events), removed
 
     async def do_set_webhook(self, line: Line, url: str, verify_token: str) -> None:
         number = line.number

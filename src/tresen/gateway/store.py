@@ -363,3 +363,10 @@ async def set_watched(txn: Txn, number: str, key: str, value: str) -> None:
         key,
         value,
     )
+
+
+async def prune_outbox(txn: Txn, before: int) -> int:
+    """Forget delivered events finished before ``before`` (dead letters stay until replayed)."""
+    return await txn.execute(
+        "DELETE FROM gw_outbox WHERE state = 'delivered' AND done_at < ?", before
+    )
