@@ -214,6 +214,12 @@ async def test_the_operator_replaces_the_rate_card(relay: Harness) -> None:
         await messages(pconn, 1)
         body = await usage(relay, shop, 1)
         assert body["amount_minor"] == 50
+        # money is kept in one currency once any was recorded
+        dollars = card.replace("EUR", "USD")
+        body = error(
+            await admin.put("/v1/admin/rate-card", content=dollars), 400, Code.INVALID_RATE_CARD
+        )
+        assert "kept in EUR" in body["message"]
         r = await admin.delete("/v1/admin/rate-card")
         assert "MARKETING,DE,11,EUR" in r.text
         audit = (await admin.get("/v1/admin/audit", params={"target": "rate_card"})).json()

@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from tresen.bus.events import PolicyChanged
 from tresen.config import Settings
 from tresen.errors import InvalidRequest
+from tresen.protocol.codes import Code
 from tresen.relay.admin import audit
 from tresen.relay.admin.models import AdminPrincipal
 from tresen.relay.billing import store
@@ -217,8 +218,15 @@ class BillingService:
         """Replace the whole rate card (prices apply to messages delivered from now on)."""
         rows = parse_rate_card(text)
         now = self.clock.now_ms()
+        current = self.gate.rates.currency
 
         async def apply(txn: Txn) -> None:
+            if rows[0][3] != current and await store.money_recorded(txn):
+                raise InvalidRequest(
+                    f"balances and invoices are kept in {current}: a rate card in "
+                    f"{rows[0][3]} would mix currencies; convert the prices to {current}",
+                    code=Code.INVALID_RATE_CARD,
+                )
             await store.replace_rate_card(txn, rows)
             await audit.record(
                 txn,

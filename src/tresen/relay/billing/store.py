@@ -110,6 +110,13 @@ async def replace_rate_card(txn: Txn, rows: Sequence[tuple[str, str, int, str]])
     )
 
 
+async def money_recorded(txn: Txn) -> bool:
+    """Any balance movement or priced delivery: the currency of the relay's money is fixed."""
+    moved = await txn.fetchone("SELECT 1 FROM balance_ledger LIMIT 1")
+    priced = await txn.fetchone("SELECT 1 FROM business_sends WHERE price_minor > 0 LIMIT 1")
+    return moved is not None or priced is not None
+
+
 async def business_name(txn: Txn, business: int) -> str | None:
     row = await txn.fetchone("SELECT display_name FROM businesses WHERE account_id = ?", business)
     return row[0] if row else None
