@@ -33,7 +33,7 @@ def today(relay: Harness) -> str:
 async def usage(relay: Harness, shop: DeviceHandle, expect: int) -> dict[str, Any]:
     """The usage once ``expect`` messages are delivered (acks travel after the recv)."""
     day = today(relay)
-    for _ in range(200):
+    for _ in range(1000):
         r = await shop.http.get("/v1/business/usage", params={"start": day, "end": day})
         assert r.status_code == 200, r.text
         body: dict[str, Any] = r.json()
@@ -115,7 +115,7 @@ async def test_exhausted_balance_refuses_billable_sends_only(relay: Harness) -> 
     await top_up(relay, shop, 11)  # one German marketing message
     await send(conn, person, template("promo", "MARKETING"))
     await messages(pconn, 2)
-    for _ in range(200):
+    for _ in range(1000):
         account = (await shop.http.get("/v1/business/account")).json()
         if account["available_minor"] <= 0:
             break

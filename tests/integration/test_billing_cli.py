@@ -67,7 +67,7 @@ async def test_operator_commands(relay: Harness, tmp_path: Path) -> None:
     await messages(pconn, 1)
     month = datetime.fromtimestamp(relay.clock.now_ms() / 1000, UTC).strftime("%Y-%m")
     out = tmp_path / "invoice.html"
-    for _ in range(200):
+    for _ in range(1000):
         code, stdout, _ = await tresen(
             "admin", "billing", "invoice", account, "--month", month, "--format", "csv", *auth
         )
