@@ -1,4 +1,4 @@
-"""The relay's event bus: in-process for one node, NATS JetStream for many (later)."""
+"""The relay's event bus: in-process for one node, NATS (core + JetStream) for many."""
 
 from tresen.bus.base import Bus, Handler, Subscription, open_bus
 from tresen.bus.events import BusEvent

@@ -1,4 +1,4 @@
-"""The bus protocol every backend implements (memory now, NATS for many nodes)."""
+"""The bus protocol every backend implements (memory for one node, NATS for many)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,12 @@ def open_bus(url: str) -> Bus:
         from tresen.bus.memory import MemoryBus
 
         return MemoryBus()
+    if url.startswith(("nats://", "tls://")):
+        from tresen.bus.nats import NatsBus
+
+        return NatsBus(url)
     from tresen.errors import InvalidRequest
 
-    raise InvalidRequest(f"unsupported bus URL {url!r}: this build supports memory://")
+    raise InvalidRequest(
+        f"unsupported bus URL {url!r}: use memory:// (one node) or nats://host:port[/name]"
+    )

@@ -85,11 +85,15 @@ def serve(
     db: DbOpt = None,
     config: ConfigOpt = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    bus: Annotated[
+        str | None,
+        typer.Option(help="memory:// (one node) or nats://host:4222[/name] (many nodes)"),
+    ] = None,
 ) -> None:
     """Run the relay (HTTP API + WebSocket) on SQLite by default."""
     from tresen.relay.server import RelayServer, configure_logging
 
-    settings = _settings(config, host=host, port=port, db=db)
+    settings = _settings(config, host=host, port=port, db=db, bus=bus)
     configure_logging(log_level)
     try:
         import uvloop

@@ -4,6 +4,13 @@ Sans I/O: the connection feeds it queue items (from the store or live from the b
 and asks it what to send. At most ``window`` items are in flight; past that the device is
 "behind" and catches up from the store once it acknowledges, so a slow device costs the relay
 no memory.
+
+Items leave in ascending ``seq`` (an ack "up to N" covers everything below N), and ``cursor``
+means: every item of this device up to ``cursor`` has been sent on this connection. A live
+:class:`Items` event with no items is a wake-up ("the store has new items for you"): the bus
+between nodes sends only those, because items committed by other nodes may arrive out of
+``seq`` order, and a read of the store is always gap-free (the writer takes a per-device lock
+before it allocates ``seq``, so a device's items commit in ``seq`` order).
 """
 
 from __future__ import annotations
@@ -14,7 +21,16 @@ from tresen.protocol.frames import Item
 
 
 class DeviceStream:
-    __slots__ = ("behind", "buffer", "buffer_limit", "cursor", "device", "in_flight", "window")
+    __slots__ = (
+        "behind",
+        "buffer",
+        "buffer_limit",
+        "cursor",
+        "device",
+        "in_flight",
+        "poked",
+        "window",
+    )
 
     def __init__(self, device: int, *, window: int, buffer_limit: int = 4096) -> None:
         self.device = device
@@ -28,6 +44,8 @@ class DeviceStream:
         self.behind = True
         #: live items that arrived while catching up
         self.buffer: list[Item] = []
+        #: a wake-up came since the last read: the read may have begun before its commit
+        self.poked = False
 
     @property
     def room(self) -> int:
@@ -35,6 +53,11 @@ class DeviceStream:
 
     def on_live(self, items: list[Item]) -> list[Item]:
         """Items committed for this device; returns those to send now."""
+        if not items:
+            # a wake-up (or a resync after lost events): read the store after ``cursor``
+            self.behind = True
+            self.poked = True
+            return []
         if self.behind:
             if len(self.buffer) + len(items) > self.buffer_limit:
                 # they are in the store: the catch-up reads them
@@ -55,7 +78,10 @@ class DeviceStream:
         live items buffered meanwhile that the read did not see are sent too.
         """
         out = self._mark_sent([i for i in items if i.seq not in self.in_flight])
-        if exhausted:
+        if exhausted and self.poked:
+            # a wake-up came during (or just before) this read: read once more
+            self.poked = False
+        elif exhausted:
             # what the read saw has seq <= cursor; the rest committed after the read began
             late = [i for i in self.buffer if i.seq > self.cursor]
             self.buffer.clear()

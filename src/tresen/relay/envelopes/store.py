@@ -15,6 +15,9 @@ from tresen.storage.engine import Txn
 #:  body)
 QueueRow = tuple[int, int, str, str, int, int, int | None, int, int, bytes]
 
+#: the first key of the per-device queue advisory locks (PostgreSQL)
+QUEUE_LOCK_SPACE = 0x7E5E
+
 
 async def claim_envelope_ids(
     txn: Txn, keys: Sequence[tuple[int, str]], now: int
@@ -31,6 +34,24 @@ async def claim_envelope_ids(
         )
         fresh.update((int(r[0]), r[1]) for r in rows)
     return fresh
+
+
+async def lock_queues(txn: Txn, dialect: str, devices: Sequence[int]) -> None:
+    """Hold these devices' queues until the commit, before their ``seq`` are allocated.
+
+    With many writers (relay nodes on PostgreSQL), a device's items then commit in ``seq``
+    order, so a reader that sees ``seq`` N also sees every earlier item of that device and a
+    cursor never skips one that commits late. Locks are taken in ascending order (no deadlock
+    between batches). SQLite has one writer: nothing to do.
+    """
+    if dialect != "postgres" or not devices:
+        return
+    await txn.execute(
+        "SELECT pg_advisory_xact_lock(?, k) FROM "
+        "(SELECT DISTINCT (d % 2147483647)::int AS k FROM unnest(?::bigint[]) AS d ORDER BY k) s",
+        QUEUE_LOCK_SPACE,
+        list(devices),
+    )
 
 
 async def insert_rows(txn: Txn, rows: Sequence[QueueRow]) -> None:

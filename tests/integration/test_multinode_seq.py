@@ -1,0 +1,151 @@
+"""Two writers (two relay nodes) on one PostgreSQL database: a device's items commit in ``seq``
+order, so a reader's cursor never passes an item that commits late.
+
+``seq`` comes from one PostgreSQL sequence. Without the per-device lock the writer takes before
+it allocates, node A could hold seq N uncommitted while node B commits N+1; a device reading its
+queue then would see N+1, move its cursor past N, and never read N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from tresen.bus.memory import MemoryBus
+from tresen.relay.clock import Clock
+from tresen.relay.envelopes import store
+from tresen.relay.envelopes.delivery import DeviceStream
+from tresen.relay.envelopes.writer import NewItem, WriteOp, Writer
+from tresen.storage.engine import Database, Txn, open_database
+
+from ..conftest import POSTGRES
+
+pytestmark = pytest.mark.skipif(
+    not POSTGRES and os.environ.get("CI") != "true",
+    reason="two writers on one database need PostgreSQL (TRESEN_TEST_POSTGRES=1)",
+)
+
+DEVICE = 4242
+
+
+async def until(condition: Callable[[], bool], what: str, seconds: float = 15.0) -> None:
+    async with asyncio.timeout(seconds):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def nodes(db_url: str) -> AsyncIterator[tuple[Database, Database]]:
+    a, b = open_database(db_url, pool_size=3), open_database(db_url, pool_size=3)
+    await a.open()
+    await a.migrate()
+    await b.open()
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+async def read(db: Database, after: int) -> list[int]:
+    items = await db.run_interaction(
+        "fetch_queue", lambda txn: store.fetch_after(txn, DEVICE, after, 10_000), write=False
+    )
+    return [i.seq for i in items]
+
+
+async def waiting_lock_count(db: Database) -> int:
+    row = await db.run_interaction(
+        "locks",
+        lambda txn: txn.fetchone(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ),
+        write=False,
+    )
+    return int(row[0]) if row else 0
+
+
+async def test_a_later_seq_waits_for_an_earlier_uncommitted_one(
+    nodes: tuple[Database, Database],
+) -> None:
+    node_a, node_b = nodes
+    if node_a.dialect != "postgres":
+        pytest.skip("SQLite has a single writer")
+    writer_b = Writer(node_b, MemoryBus(), Clock(), ttl_ms=60_000)
+    writer_b.start()
+    allocated, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_batch(txn: Txn) -> int:
+        # node A's writer batch, exactly as the writer does it, held open before its commit
+        await store.lock_queues(txn, "postgres", [DEVICE, DEVICE + 1])
+        (seq,) = await txn.next_ids("queue_seq", 1)
+        await store.insert_rows(txn, [(seq, DEVICE, "message", "early", 1, 1, None, 0, 2**40, b"")])
+        allocated.set()
+        await release.wait()
+        return seq
+
+    batch_a = asyncio.create_task(node_a.run_interaction("write_batch", slow_batch))
+    await allocated.wait()
+    later = WriteOp(items=[NewItem(DEVICE, "message", "later", 1, 1, b"x")])
+    batch_b = asyncio.create_task(writer_b.submit_wait(later))
+    try:
+        # node B's batch waits for node A's lock on the device instead of committing seq + 1
+        waiting = 0
+        async with asyncio.timeout(15):
+            while waiting == 0:
+                waiting = await waiting_lock_count(node_a)
+                await asyncio.sleep(0.01)
+        assert not batch_b.done()
+        # so a device reading its queue now sees neither item: no gap for its cursor to skip
+        stream = DeviceStream(DEVICE, window=10)
+        assert await read(node_b, stream.cursor) == []
+    finally:
+        release.set()
+    seq_a = await batch_a
+    assert await batch_b is False
+    seqs = await read(node_b, 0)
+    assert seqs[0] == seq_a and len(seqs) == 2 and seqs[1] > seq_a
+    await writer_b.close()
+
+
+async def test_two_writers_racing_leave_no_gap_behind_any_cursor(
+    nodes: tuple[Database, Database],
+) -> None:
+    """Many concurrent batches from both nodes; a reader following the queue the way a device
+    stream does (reads after its cursor, woken on every commit) sees every item exactly once."""
+    node_a, node_b = nodes
+    writers = [Writer(db, MemoryBus(), Clock(), ttl_ms=60_000) for db in (node_a, node_b)]
+    for w in writers:
+        w.start()
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def follow() -> None:
+        stream = DeviceStream(DEVICE, window=10_000)
+        while True:
+            fetched = await node_a.run_interaction(
+                "fetch_queue",
+                lambda txn: store.fetch_after(txn, DEVICE, stream.cursor, 50),
+                write=False,
+            )
+            seen.extend(i.seq for i in stream.on_fetched(fetched, exhausted=len(fetched) < 50))
+            if done.is_set() and not fetched:
+                return
+            await asyncio.sleep(0)
+
+    reader = asyncio.create_task(follow())
+
+    async def send(w: Writer, n: int) -> None:
+        # each op also touches other devices, so batches overlap in different orders
+        items = [NewItem(DEVICE + d, "message", f"{n}-{d}", 1, 1, b"x") for d in (3, 0, 1)]
+        await w.submit_wait(WriteOp(items=items))
+
+    await asyncio.gather(*(send(writers[n % 2], n) for n in range(300)))
+    done.set()
+    await reader
+    everything = await read(node_a, 0)
+    assert len(everything) == 300
+    assert seen == everything  # all of them, once, in order
+    for w in writers:
+        await w.close()
