@@ -3,11 +3,13 @@ go to the operator's queue with what the reporter chose to attach."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from tresen.protocol.codes import Code
+from tresen.protocol.frames import TypingNotice
 
 from ..conftest import Harness
 from ._policy import (
@@ -183,3 +185,30 @@ async def test_reports_per_person_are_limited(relay: Harness) -> None:
     relay.clock.advance(24 * 3600 + 1)
     r = await alice.http.post("/v1/reports", json={"account": bob.account_id, "reason": "spam"})
     assert r.status_code == 201, r.text
+
+
+async def test_a_block_also_silences_typing_presence_and_read_receipts(relay: Harness) -> None:
+    alice, bob = await relay.new_device(), await relay.new_device()
+    aconn, bconn = await alice.connect(), await bob.connect()
+    await bconn.watch([alice.account_id])
+    assert (await bconn.notice()).account == alice.account_id  # type: ignore[union-attr]
+    await alice.sdk.api.block(bob.account_id)
+    # bob's typing no longer reaches alice; alice's still reaches bob (a block is one way)
+    await bconn.typing(to=alice.account_id)
+    await aconn.typing(to=bob.account_id)
+    notice = await bconn.notice()
+    assert isinstance(notice, TypingNotice) and notice.account == alice.account_id
+    with pytest.raises(TimeoutError):
+        await aconn.notice(timeout=0.3)
+    # presence: hidden from the blocked account, over HTTP and the socket
+    r = await bob.http.get(f"/v1/accounts/{alice.account_id}/presence")
+    assert r.status_code == 403
+    assert (await alice.http.get(f"/v1/accounts/{bob.account_id}/presence")).status_code == 200
+    await bconn.watch([alice.account_id])
+    with pytest.raises(TimeoutError):
+        await bconn.notice(timeout=0.3)
+    # read receipts from the blocked account are refused like its envelopes
+    await bconn.read(alice.account_id, ["m1"])
+    refusal = await asyncio.wait_for(bconn.errors.get(), 5)
+    assert refusal.code == Code.MESSAGE_UNDELIVERABLE
+    assert not [i for i in await relay.fetch_queue(alice.device_id) if i.kind == "read"]

@@ -87,10 +87,9 @@ async def profile(
 async def presence(
     who: NamedDependency[Principal],
     account_id: FromPath[int],
-    accounts: NamedDependency[AccountService],
     presence: NamedDependency[PresenceService],
 ) -> PresenceState:
-    return await accounts.access_presence(who, account_id, presence.is_online(account_id))
+    return await presence.access_presence(who, account_id)
 
 
 @post("/devices/link-code", dependencies=AUTH, status_code=201, summary="Code to link a device")

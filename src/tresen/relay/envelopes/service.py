@@ -208,6 +208,7 @@ class EnvelopeService:
         senders = await self.directory.devices_of(frame.to)
         if not senders:
             raise NotFound(f"no account {frame.to}", code=Code.UNKNOWN_RECIPIENT)
+        self.policy.screen(who.account_id, frame.to, None)  # raises if frame.to blocked who
         own = [d for d in await self.directory.devices_of(who.account_id) if d != who.device_id]
         targets = list(senders) + (own if frame.to != who.account_id else [])
         self._count(targets, +len(frame.ids))

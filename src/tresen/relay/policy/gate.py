@@ -189,6 +189,9 @@ class PolicyGate:
         elif recipient in self.businesses:
             await self._person_wrote(recipient, sender)
 
+    def blocked(self, by: int, who: int) -> bool:
+        return (by, who) in self.blocks
+
     def check_group_send(self, sender: int) -> None:
         """Businesses reach people one by one: consent and windows are per person."""
         if sender in self.businesses:

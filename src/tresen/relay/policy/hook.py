@@ -32,6 +32,10 @@ class EnvelopePolicy(Protocol):
         """``account``'s device acknowledged ``acked``: meter what needs metering."""
         ...
 
+    def blocked(self, by: int, who: int) -> bool:
+        """Has account ``by`` blocked account ``who``? (No typing, presence or receipts then.)"""
+        ...
+
 
 class OpenPolicy:
     def screen(self, sender: int, recipient: int, biz: BizMeta | None) -> bool:
@@ -47,6 +51,9 @@ class OpenPolicy:
 
     def on_delivered(self, account: int, acked: Iterable[Item]) -> None:
         return None
+
+    def blocked(self, by: int, who: int) -> bool:
+        return False
 
 
 OPEN = OpenPolicy()

@@ -8,12 +8,13 @@ from collections import Counter
 
 from tresen.bus import Bus
 from tresen.bus.events import PresenceEvent, TypingEvent
-from tresen.errors import InvalidRequest
+from tresen.errors import Forbidden, InvalidRequest
 from tresen.protocol.frames import Typing
-from tresen.relay.accounts.models import Principal
+from tresen.relay.accounts.models import PresenceState, Principal
 from tresen.relay.accounts.service import AccountService, DeviceDirectory
 from tresen.relay.clock import Clock
 from tresen.relay.envelopes.service import Members
+from tresen.relay.policy.hook import OPEN, EnvelopePolicy
 
 
 class PresenceService:
@@ -24,8 +25,10 @@ class PresenceService:
         accounts: AccountService,
         directory: DeviceDirectory,
         members: Members,
+        policy: EnvelopePolicy = OPEN,
     ) -> None:
         self.bus, self.clock = bus, clock
+        self.policy = policy
         self.accounts = accounts
         self.directory = directory
         self.members = members
@@ -51,12 +54,20 @@ class PresenceService:
                 PresenceEvent(account=who.account_id, online=False, last_seen=self.clock.now_ms()),
             )
 
+    async def access_presence(self, who: Principal, account_id: int) -> PresenceState:
+        """``account_id``'s online state and last seen, as its privacy and blocks allow."""
+        if self.policy.blocked(account_id, who.account_id):
+            raise Forbidden("this person does not share their presence with you")
+        return await self.accounts.access_presence(who, account_id, self.is_online(account_id))
+
     async def check_watch(self, who: Principal, accounts: list[int]) -> list[int]:
         """The accounts of ``accounts`` whose presence ``who`` may see."""
         if len(accounts) > 1000:
             raise InvalidRequest("watch at most 1000 accounts")
         visible = []
         for account in dict.fromkeys(accounts):
+            if self.policy.blocked(account, who.account_id):
+                continue  # whoever blocked you shows no presence to you
             allowed, _ = await self.accounts.check_presence_visible(who.account_id, account)
             if allowed:
                 visible.append(account)
@@ -70,8 +81,8 @@ class PresenceService:
         else:
             accounts = [frame.to]
         for account in accounts:
-            if account == who.account_id:
-                continue
+            if account == who.account_id or self.policy.blocked(account, who.account_id):
+                continue  # a block silences typing too (silently, like everything it stops)
             for device in await self.directory.devices_of(account):
                 self.bus.publish(
                     f"device.{device}",
