@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +74,26 @@ async def test_bootstrap_and_serve(relay: Harness, db_url: str, tmp_path: Path) 
             assert r.status_code == 200, r.text
     finally:
         await server.stop()
+
+
+async def test_serve_prints_its_url_and_serves(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tresen", "business", "serve", "--port", "0",
+        "--db", f"sqlite:///{tmp_path}/gw.db", "--data-dir", str(tmp_path / "gw"),
+        "--log-level", "warning",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(30):
+            started = json.loads(await proc.stdout.readline())
+        assert started["phone_number_ids"] == []
+        async with httpx.AsyncClient(base_url=started["base_url"]) as http:
+            r = await http.get("/openapi.json")
+            assert r.status_code == 200 and "/{node}/messages" in r.json()["paths"]
+            r = await http.post("/v22.0/1/messages", json={})
+            assert r.status_code == 401 and r.json()["error"]["code"] == 190
+    finally:
+        proc.terminate()
+        async with asyncio.timeout(30):
+            await proc.wait()
