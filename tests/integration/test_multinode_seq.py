@@ -22,6 +22,7 @@ from tresen.relay.envelopes.writer import NewItem, WriteOp, Writer
 from tresen.storage.engine import Database, Txn, open_database
 
 from ..conftest import POSTGRES
+from .test_multinode import pg_url  # noqa: F401 - a fresh PostgreSQL database in either pass
 
 pytestmark = pytest.mark.skipif(
     not POSTGRES and os.environ.get("CI") != "true",
@@ -38,8 +39,8 @@ async def until(condition: Callable[[], bool], what: str, seconds: float = 15.0)
 
 
 @pytest.fixture
-async def nodes(db_url: str) -> AsyncIterator[tuple[Database, Database]]:
-    a, b = open_database(db_url, pool_size=3), open_database(db_url, pool_size=3)
+async def nodes(pg_url: str) -> AsyncIterator[tuple[Database, Database]]:  # noqa: F811
+    a, b = open_database(pg_url, pool_size=3), open_database(pg_url, pool_size=3)
     await a.open()
     await a.migrate()
     await b.open()
@@ -70,8 +71,6 @@ async def test_a_later_seq_waits_for_an_earlier_uncommitted_one(
     nodes: tuple[Database, Database],
 ) -> None:
     node_a, node_b = nodes
-    if node_a.dialect != "postgres":
-        pytest.skip("SQLite has a single writer")
     writer_b = Writer(node_b, MemoryBus(), Clock(), ttl_ms=60_000)
     writer_b.start()
     allocated, release = asyncio.Event(), asyncio.Event()

@@ -1,0 +1,419 @@
+"""Three relay nodes as processes on one PostgreSQL database and the real NATS server.
+
+Devices on different nodes exchange envelopes, receipts, typing and presence; a device signed
+out on one node is cut off on another; a node killed with SIGKILL under load loses nothing it
+acknowledged, and its devices reconnect to another node through a load balancer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import nats
+import pytest
+
+from tresen.client import Connection
+from tresen.errors import DeviceListMismatch
+from tresen.protocol.frames import Presence, TypingNotice
+from tresen.relay.clock import Clock
+from tresen.relay.server import RelayServer
+
+from .. import conftest
+from ..conftest import PG_ADMIN, POSTGRES, CapturingSender, DeviceHandle, Harness
+
+pytestmark = pytest.mark.skipif(
+    not POSTGRES and os.environ.get("CI") != "true",
+    reason="many nodes need PostgreSQL and NATS (TRESEN_TEST_POSTGRES=1)",
+)
+
+NATS_URL = os.environ.get("TRESEN_TEST_NATS", "nats://127.0.0.1:4222")
+NODES = 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def until(condition: Callable[[], bool], what: str, seconds: float = 30.0) -> None:
+    """Wait for ``condition``; the limit only keeps a broken run from hanging."""
+    try:
+        async with asyncio.timeout(seconds):
+            while not condition():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"gave up waiting: {what}") from None
+
+
+class Node:
+    """``tresen serve --db postgresql://... --bus nats://...`` in a process of its own."""
+
+    def __init__(self, db_url: str, bus_url: str, media: Path) -> None:
+        self.db_url, self.bus_url, self.media = db_url, bus_url, media
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = dict(os.environ, TRESEN_MEDIA_DIR=str(self.media))
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tresen",
+                "serve",
+                "--port",
+                str(self.port),
+                "--db",
+                self.db_url,
+                "--bus",
+                self.bus_url,
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def ready(self) -> None:
+        deadline = time.monotonic() + 60  # a loaded CI machine can take a while to start Python
+        async with httpx.AsyncClient() as http:
+            while time.monotonic() < deadline:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"node exited with {self.proc.returncode}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"{self.url}/healthz")).status_code == 200:
+                        return
+                await asyncio.sleep(0.05)
+        raise RuntimeError("node did not start")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Balancer:
+    """A TCP load balancer in front of the nodes: each new connection goes to the next node
+    that accepts it, as a real one with health checks would."""
+
+    def __init__(self, nodes: list[Node]) -> None:
+        self.nodes = nodes
+        self.turn = 0
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.placed: Counter[int] = Counter()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream = None
+        for _ in range(len(self.nodes)):
+            node = self.nodes[self.turn % len(self.nodes)]
+            self.turn += 1
+            try:
+                upstream = await asyncio.open_connection("127.0.0.1", node.port)
+                self.placed[node.port] += 1
+                break
+            except OSError:
+                continue
+        if upstream is None:
+            writer.close()
+            return
+        up_reader, up_writer = upstream
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            with contextlib.suppress(OSError):
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2)
+
+
+class Cluster:
+    def __init__(self, harness: Harness, nodes: list[Node]) -> None:
+        self.harness = harness
+        self.nodes = nodes
+
+    async def connect(self, device: DeviceHandle, node: int, **options: Any) -> Connection:
+        conn = Connection(self.nodes[node].url, device.token, **options)
+        await conn.connect()
+        device.conns.append(conn)
+        return conn
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database (in either pass of scripts/test)."""
+    name = f"tresen_mn_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    admin = await asyncpg.connect(PG_ADMIN)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def registrar(pg_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    """An in-process relay on the same database, to register devices before the nodes start."""
+    sender = CapturingSender()
+    settings = conftest.test_settings(pg_url, media_dir=str(tmp_path / "media"))
+    server = RelayServer(settings, clock=Clock(), code_sender=sender)
+    await server.start()
+    harness = Harness(server, sender, Clock())
+    yield harness
+    await harness.aclose()
+    with contextlib.suppress(Exception):
+        await server.stop()
+
+
+async def start_cluster(registrar: Harness, pg_url: str, tmp_path: Path) -> Cluster:
+    await registrar.server.stop()  # registration done; the nodes take over the database
+    name = f"t{secrets.token_hex(5)}"
+    nodes = [Node(pg_url, f"{NATS_URL}/{name}", tmp_path / "media") for _ in range(NODES)]
+    for node in nodes:
+        node.start()
+    await asyncio.gather(*(node.ready() for node in nodes))
+    return Cluster(registrar, nodes)
+
+
+@pytest.fixture
+async def stop_nodes() -> AsyncIterator[list[Node]]:
+    started: list[Node] = []
+    yield started
+    for node in started:
+        node.stop()
+    # the nodes' control stream (one per namespace) goes with the test
+    if started:
+        nc = await nats.connect(NATS_URL)
+        with contextlib.suppress(Exception):
+            name = started[0].bus_url.rsplit("/", 1)[1]
+            await nc.jetstream().delete_stream(f"{name.upper()}_CONTROL")
+        await nc.close()
+
+
+async def test_devices_on_different_nodes_exchange_envelopes_receipts_typing_and_presence(
+    registrar: Harness, pg_url: str, tmp_path: Path, stop_nodes: list[Node]
+) -> None:
+    alice, bob, carol = [await registrar.new_device() for _ in range(3)]
+    cluster = await start_cluster(registrar, pg_url, tmp_path)
+    stop_nodes.extend(cluster.nodes)
+
+    a = await cluster.connect(alice, 0)
+    b = await cluster.connect(bob, 1)
+    c = await cluster.connect(carol, 2)
+
+    # presence: alice (node 0) watches bob, who leaves node 1 and comes back on node 2
+    await a.watch([bob.account_id])
+    initial = await a.notice()  # the watch answers with the state node 0 knows (see below)
+    assert isinstance(initial, Presence) and initial.account == bob.account_id
+    await b.close()
+    offline = await a.notice()
+    assert isinstance(offline, Presence) and not offline.online and offline.last_seen > 0
+    b = await cluster.connect(bob, 2)
+    assert await a.notice() == Presence(account=bob.account_id, online=True)
+
+    # envelopes: node 0 -> node 2, node 2 -> node 0, node 2 -> node 2, many in order
+    ids = [await a.send(bob.account_id, {bob.device_id: f"m{n}".encode()}) for n in range(20)]
+    got = [await b.recv() for _ in range(20)]
+    assert [i.id for i in got] == ids and [i.body for i in got] == [
+        f"m{n}".encode() for n in range(20)
+    ]
+    assert [i.seq for i in got] == sorted(i.seq for i in got)
+    reply = await b.send(alice.account_id, {alice.device_id: b"hi alice"})
+    await c.send(bob.account_id, {bob.device_id: b"from carol"})
+    # bob gets carol's envelope and the receipt for his reply from alice's node
+    for_bob = {(i.kind, i.id): i for i in [await b.recv(), await b.recv()]}
+    assert for_bob.keys() >= {("delivered", reply)}
+    assert [i.body for i in for_bob.values() if i.kind == "message"] == [b"from carol"]
+
+    # receipts: bob's device acked on node 2, alice sees "delivered" on node 0; bob's reply
+    # (committed on node 2) arrives among them
+    owed = [await a.recv() for _ in range(21)]
+    assert {i.id for i in owed if i.kind == "delivered"} == set(ids)
+    assert [(i.id, i.body) for i in owed if i.kind == "message"] == [(reply, b"hi alice")]
+    assert [i.seq for i in owed] == sorted(i.seq for i in owed)
+    await b.read(alice.account_id, ids[:3])
+    reads = [await a.recv() for _ in range(3)]
+    assert {i.kind for i in reads} == {"read"} and {i.id for i in reads} == set(ids[:3])
+
+    # typing: bob on node 2 to alice on node 0
+    await b.typing(to=alice.account_id)
+    assert await a.notice() == TypingNotice(account=bob.account_id, device=bob.device_id, on=True)
+
+
+async def drain(conn: Connection) -> list[Any]:
+    out = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            out.append(await conn.recv(timeout=0.5))
+    return out
+
+
+async def test_a_device_signed_out_on_one_node_is_cut_off_on_another(
+    registrar: Harness, pg_url: str, tmp_path: Path, stop_nodes: list[Node]
+) -> None:
+    phone_device = await registrar.new_device()
+    laptop = await registrar.link_device(phone_device, "laptop")
+    friend = await registrar.new_device()
+    cluster = await start_cluster(registrar, pg_url, tmp_path)
+    stop_nodes.extend(cluster.nodes)
+
+    on_b = await cluster.connect(laptop, 1)
+    sender = await cluster.connect(friend, 2)
+    # node 2 caches the account's two devices as recipients
+    await sender.send(
+        phone_device.account_id, {phone_device.device_id: b"1", laptop.device_id: b"1"}
+    )
+    assert (await on_b.recv()).body == b"1"
+
+    async with httpx.AsyncClient(
+        base_url=cluster.nodes[0].url, headers={"Authorization": f"Bearer {phone_device.token}"}
+    ) as http:
+        r = await http.delete(f"/v1/devices/{laptop.device_id}")
+        assert r.status_code in (200, 204), r.text
+    # node 1 closes the laptop's connection, and it does not come back
+    await until(lambda: on_b.fatal is not None, "the laptop's connection on node 1 was closed")
+    # node 2 dropped its cached device list: the old list is refused as stale
+    with pytest.raises(DeviceListMismatch) as refused:
+        await sender.send(
+            phone_device.account_id, {phone_device.device_id: b"2", laptop.device_id: b"2"}
+        )
+    assert refused.value.fields["devices"][str(phone_device.account_id)] == [phone_device.device_id]
+    await sender.send(phone_device.account_id, {phone_device.device_id: b"3"})
+    # the laptop's token is dead on every node
+    async with httpx.AsyncClient(
+        base_url=cluster.nodes[2].url, headers={"Authorization": f"Bearer {laptop.token}"}
+    ) as http:
+        assert (await http.get("/v1/me")).status_code == 401
+
+
+PAIRS = 6
+
+
+async def test_kill_9_one_node_under_load_loses_nothing_and_shows_nothing_twice(
+    registrar: Harness, pg_url: str, tmp_path: Path, stop_nodes: list[Node]
+) -> None:
+    pairs = [(await registrar.new_device(), await registrar.new_device()) for _ in range(PAIRS)]
+    cluster = await start_cluster(registrar, pg_url, tmp_path)
+    stop_nodes.extend(cluster.nodes)
+    balancer = Balancer(cluster.nodes)
+    await balancer.start()
+    senders = [Connection(balancer.url, a.token) for a, _ in pairs]
+    receivers = [Connection(balancer.url, b.token) for _, b in pairs]
+    acked: list[set[str]] = [set() for _ in range(PAIRS)]
+    received: list[list[Any]] = [[] for _ in range(PAIRS)]
+    stop = asyncio.Event()
+    try:
+        for conn in senders + receivers:
+            await conn.connect()
+        assert len(balancer.placed) == NODES  # the connections are spread over all three
+
+        async def send_loop(i: int) -> None:
+            to = pairs[i][1]
+            n = 0
+            in_flight: set[asyncio.Task[str]] = set()
+            while not stop.is_set():
+                envelope_id = f"p{i}-{n}"
+                n += 1
+                task = asyncio.create_task(
+                    senders[i].send(to.account_id, {to.device_id: b"x"}, id=envelope_id)
+                )
+                task.add_done_callback(
+                    lambda t: (
+                        acked[i].add(t.result())
+                        if not t.cancelled() and not t.exception()
+                        else None
+                    )
+                )
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                while len(in_flight) >= 8:
+                    await asyncio.sleep(0.001)
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+        async def recv_loop(i: int) -> None:
+            while True:
+                received[i].append(await receivers[i].recv(timeout=None))
+
+        send_tasks = [asyncio.create_task(send_loop(i)) for i in range(PAIRS)]
+        recv_tasks = [asyncio.create_task(recv_loop(i)) for i in range(PAIRS)]
+        await until(lambda: all(len(a) >= 20 for a in acked), "traffic on every pair")
+        before = sum(len(a) for a in acked)
+        cluster.nodes[0].kill()
+        # its devices reconnect through the balancer to the two nodes left
+        await until(
+            lambda: sum(len(a) for a in acked) >= before + 200 * PAIRS // 6,
+            "traffic continues on the remaining nodes",
+        )
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*send_tasks), 60)
+        total = [len(a) for a in acked]
+        await until(
+            lambda: all(len({it.id for it in received[i]}) >= total[i] for i in range(PAIRS)),
+            "every acknowledged envelope delivered",
+            seconds=60,
+        )
+        for i in range(PAIRS):
+            ids = [it.id for it in received[i]]
+            assert acked[i] <= set(ids), f"pair {i} lost {sorted(acked[i] - set(ids))[:5]}"
+            dupes = [k for k, v in Counter(ids).items() if v > 1]
+            assert dupes == [], f"pair {i} was shown {dupes[:5]} twice"
+        assert sum(c.reconnects for c in senders + receivers) > 0
+        for t in recv_tasks:
+            t.cancel()
+    finally:
+        stop.set()
+        for conn in senders + receivers:
+            await conn.close()
+        await balancer.close()
