@@ -89,11 +89,20 @@ class Hook:
             self.codes[str(body["to"])] = str(body["code"])
             return PlainTextResponse("ok")
 
+        async def code_of(request: Request) -> Response:
+            phone = request.path_params["phone"]
+            for _ in range(100):
+                if phone in self.codes:
+                    return PlainTextResponse(self.codes[phone])
+                await asyncio.sleep(0.05)
+            return PlainTextResponse("no code", status_code=404)
+
         return Starlette(
             routes=[
                 Route("/", get),
                 Route("/", post, methods=["POST"]),
                 Route("/codes", code, methods=["POST"]),
+                Route("/codes/{phone}", code_of),
             ]
         )
 
@@ -203,31 +212,48 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         )
         r.raise_for_status()
         log(f"registering {args.people} people, each writes first")
-        scoped: list[str] = []
-        for n in range(args.people):
-            phone = f"+49151{n:08d}"
-            await AsyncDevice.request_code(relay_url, phone)
-            device = await AsyncDevice.register(relay_url, phone, codes[phone])
-            secure = SecureDevice.open(device, workdir / f"p{n}.store", key=b"k" * 32)
-            await secure.start()
-            people.append(secure)
-            await secure.send(boot.relay_account_id, "hi")
         line = gateway.gateway.lines[boot.phone_number_id]
+        received = 0
+        child: asyncio.subprocess.Process | None = None
+        if args.people_process:
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, __file__, "--role", "people", "--relay", relay_url,
+                "--codes", f"{hook_url}/codes", "--business", str(boot.relay_account_id),
+                "--people", str(args.people), "--workdir", str(workdir),
+                stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            assert child.stdout is not None
+            accounts = json.loads(await child.stdout.readline())["accounts"]
+            stdout = child.stdout
+
+            async def count() -> None:
+                nonlocal received
+                async for raw in stdout:
+                    received = json.loads(raw)["received"]
+
+            drains = [asyncio.create_task(count())]
+        else:
+            for n in range(args.people):
+                phone = f"+49151{n:08d}"
+                await AsyncDevice.request_code(relay_url, phone)
+                device = await AsyncDevice.register(relay_url, phone, codes[phone])
+                secure = SecureDevice.open(device, workdir / f"p{n}.store", key=b"k" * 32)
+                await secure.start()
+                people.append(secure)
+                await secure.send(boot.relay_account_id, "hi")
+            accounts = [p.account_id for p in people]
+
+            async def drain(device: SecureDevice) -> None:
+                nonlocal received
+                while True:
+                    if isinstance(await device.recv(None), Message):
+                        received += 1
+
+            drains = [asyncio.create_task(drain(p)) for p in people]
+        scoped: list[str] = []
         while len(scoped) < args.people:
             await asyncio.sleep(0.05)
-            scoped = [
-                p.scoped_id
-                for p in [await gateway.gateway.person(line, s.account_id) for s in people]
-            ]
-        received = 0
-
-        async def drain(device: SecureDevice) -> None:
-            nonlocal received
-            while True:
-                if isinstance(await device.recv(None), Message):
-                    received += 1
-
-        drains = [asyncio.create_task(drain(p)) for p in people]
+            scoped = [(await gateway.gateway.person(line, a)).scoped_id for a in accounts]
         latencies: list[float] = []
         errors: dict[int, int] = {}
         sent = 0
@@ -263,11 +289,15 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             await asyncio.sleep(0.1)
         for task in drains:
             task.cancel()
+        if child is not None:
+            child.terminate()
+            await child.wait()
         latencies.sort()
         webhook_span = max(hook.last - hook.first, 1e-9)
         await http.aclose()
         return {
             "relay": "process" if proc else "in-process",
+            "people_in": "process" if args.people_process else "in-process",
             "people": args.people,
             "window": args.window,
             "seconds": round(elapsed, 2),
@@ -294,12 +324,55 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         await hook_task
 
 
+async def people_role(args: argparse.Namespace) -> None:
+    """The child process of ``--people-process``: people who write first, then decrypt."""
+    workdir = Path(args.workdir)
+    people = []
+    async with httpx.AsyncClient(timeout=30) as http:
+        for n in range(args.people):
+            phone = f"+49151{n:08d}"
+            await AsyncDevice.request_code(args.relay, phone)
+            code = (await http.get(f"{args.codes}/{phone}")).text
+            device = await AsyncDevice.register(args.relay, phone, code)
+            secure = SecureDevice.open(device, workdir / f"p{n}.store", key=b"k" * 32)
+            await secure.start()
+            people.append(secure)
+            await secure.send(args.business, "hi")
+    print(json.dumps({"accounts": [p.account_id for p in people]}), flush=True)
+    received = 0
+
+    async def drain(device: SecureDevice) -> None:
+        nonlocal received
+        while True:
+            if isinstance(await device.recv(None), Message):
+                received += 1
+
+    tasks = [asyncio.create_task(drain(p)) for p in people]
+    try:
+        while True:
+            await asyncio.sleep(0.25)
+            print(json.dumps({"received": received}), flush=True)
+    except BrokenPipeError:  # the benchmark is done
+        for task in tasks:
+            task.cancel()
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     p.add_argument("--seconds", type=float, default=5.0, help="measured sending time")
     p.add_argument("--window", type=int, default=32, help="requests in flight")
     p.add_argument("--people", type=int, default=8, help="recipients (one device each)")
     p.add_argument("--relay-process", action="store_true", help="run the relay as its own process")
+    p.add_argument(
+        "--people-process",
+        action="store_true",
+        help="run the people in their own process (implies --relay-process)",
+    )
+    p.add_argument("--role", default="main", choices=["main", "people"], help=argparse.SUPPRESS)
+    p.add_argument("--relay", help=argparse.SUPPRESS)
+    p.add_argument("--codes", help=argparse.SUPPRESS)
+    p.add_argument("--business", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--workdir", help=argparse.SUPPRESS)
     p.add_argument(
         "--sqlite-synchronous", default="normal", choices=["normal", "full"], help="gateway DB"
     )
@@ -309,6 +382,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.role == "people":
+        asyncio.run(people_role(args))
+        return
+    args.relay_process = args.relay_process or args.people_process
     with tempfile.TemporaryDirectory(prefix="tresen-bench-gw-") as tmp:
         result = asyncio.run(run(args, Path(tmp)))
     print(json.dumps(result))
