@@ -122,3 +122,50 @@ async def test_media_upload_retrieve_download_delete(biz: Business) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == 131053
     r = await biz.http.post(f"/{number}/media", data={"type": "image/png"})
     assert r.json()["error"]["code"] == 131008
+
+
+async def test_inbound_types_and_undecryptable(
+    biz: Business, hook: Receiver, relay: Harness, tmp_path: Path
+) -> None:
+    account = biz.boot.relay_account_id
+    sheena = await person(relay, tmp_path)
+    try:
+        await sheena.send(account, "hello")
+        first = (await hook.next("messages"))["messages"][0]
+        await sheena.send(
+            account, {"msgtype": "m.location", "body": "Gate B", "geo_uri": "geo:52.36,13.5"}
+        )
+        location = (await hook.next("messages"))["messages"][0]
+        assert location["type"] == "location"
+        assert location["location"] == {"latitude": 52.36, "longitude": 13.5}
+        await sheena.send(
+            account,
+            {"m.relates_to": {"rel_type": "m.annotation", "event_id": "abc", "key": "🎉"}},
+            type="m.reaction",
+        )
+        reaction = (await hook.next("messages"))["messages"][0]
+        assert reaction["reaction"] == {"message_id": "wamid.abc", "emoji": "🎉"}
+        await sheena.send(
+            account,
+            {
+                "msgtype": "m.text",
+                "body": "about that",
+                "m.relates_to": {"m.in_reply_to": {"event_id": first["id"][6:]}},
+            },
+        )
+        reply = (await hook.next("messages"))["messages"][0]
+        assert reply["context"] == {"from": biz.boot.display_phone_number, "id": first["id"]}
+        await sheena.send_attachment(account, b"%PDF-1.7 itinerary", kind="document", body="trip")
+        document = (await hook.next("messages"))["messages"][0]
+        assert document["type"] == "document" and document["document"]["caption"] == "trip"
+        r = await biz.http.get(f"/v22.0/{document['document']['id']}")
+        assert (await biz.http.get(r.json()["url"])).content == b"%PDF-1.7 itinerary"
+        # an envelope that is not valid ciphertext: reported, never passed on as content
+        line = biz.server.gateway.lines[biz.boot.phone_number_id]
+        conn = sheena.device._live()
+        await conn.send(account, {line.number.device_id: b"not an envelope"})
+        broken = (await hook.next("messages"))["messages"][0]
+        assert broken["type"] == "unsupported" and broken["errors"][0]["code"] == 131051
+        assert "decrypted" in broken["errors"][0]["error_data"]["details"]
+    finally:
+        await sheena.close()
