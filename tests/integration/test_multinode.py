@@ -2,7 +2,8 @@
 
 Devices on different nodes exchange envelopes, receipts, typing and presence; a device signed
 out on one node is cut off on another; a node killed with SIGKILL under load loses nothing it
-acknowledged, and its devices reconnect to another node through a load balancer.
+acknowledged, and its devices reconnect to another node through a load balancer; the same
+for a node drained with SIGTERM.
 """
 
 from __future__ import annotations
@@ -341,10 +342,15 @@ async def test_a_device_signed_out_on_one_node_is_cut_off_on_another(
 PAIRS = 6
 
 
-async def test_kill_9_one_node_under_load_loses_nothing_and_shows_nothing_twice(
-    registrar: Harness, pg_url: str, tmp_path: Path, stop_nodes: list[Node]
+@pytest.mark.parametrize("how", ["kill -9", "SIGTERM"])
+async def test_losing_one_node_under_load_loses_nothing_and_shows_nothing_twice(
+    how: str, registrar: Harness, pg_url: str, tmp_path: Path, stop_nodes: list[Node]
 ) -> None:
+    """kill -9: the node's sockets die with it. SIGTERM: a clean drain — the node stops
+    accepting, closes its devices' connections with 1012 (try again), lets its writer commit
+    what it took, and exits 0."""
     pairs = [(await registrar.new_device(), await registrar.new_device()) for _ in range(PAIRS)]
+    bystander = await registrar.new_device()
     cluster = await start_cluster(registrar, pg_url, tmp_path)
     stop_nodes.extend(cluster.nodes)
     balancer = Balancer(cluster.nodes)
@@ -357,6 +363,8 @@ async def test_kill_9_one_node_under_load_loses_nothing_and_shows_nothing_twice(
     try:
         for conn in senders + receivers:
             await conn.connect()
+        # one device straight on the node that goes away, to see how it is told
+        direct = await cluster.connect(bystander, 0, reconnect=False)
         assert len(balancer.placed) == NODES  # the connections are spread over all three
 
         async def send_loop(i: int) -> None:
@@ -390,7 +398,16 @@ async def test_kill_9_one_node_under_load_loses_nothing_and_shows_nothing_twice(
         recv_tasks = [asyncio.create_task(recv_loop(i)) for i in range(PAIRS)]
         await until(lambda: all(len(a) >= 20 for a in acked), "traffic on every pair")
         before = sum(len(a) for a in acked)
-        cluster.nodes[0].kill()
+        if how == "kill -9":
+            cluster.nodes[0].kill()
+        else:
+            proc = cluster.nodes[0].proc
+            assert proc is not None
+            proc.send_signal(signal.SIGTERM)
+            # uvicorn drains, then ends the process with the signal it caught
+            assert await asyncio.to_thread(proc.wait, 30) in (0, -signal.SIGTERM)
+            await until(lambda: direct.fatal is not None, "the direct connection was closed")
+            assert "(1012)" in str(direct.fatal)  # service restart: reconnect elsewhere
         # its devices reconnect through the balancer to the two nodes left
         await until(
             lambda: sum(len(a) for a in acked) >= before + 200 * PAIRS // 6,
