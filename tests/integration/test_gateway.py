@@ -3,6 +3,7 @@ and a webhook receiver that checks signatures."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -167,5 +168,31 @@ async def test_inbound_types_and_undecryptable(
         broken = (await hook.next("messages"))["messages"][0]
         assert broken["type"] == "unsupported" and broken["errors"][0]["code"] == 131051
         assert "decrypted" in broken["errors"][0]["error_data"]["details"]
+    finally:
+        await sheena.close()
+
+
+async def test_stop_keyword_opts_out_at_the_relay(
+    biz: Business, hook: Receiver, relay: Harness, tmp_path: Path
+) -> None:
+    account = biz.boot.relay_account_id
+    sheena = await person(relay, tmp_path)
+    try:
+        await sheena.device.api.request(
+            "POST", f"/v1/consents/{account}", json={"categories": ["marketing"], "source": "qr"}
+        )
+        line = biz.server.gateway.lines[biz.boot.phone_number_id]
+        await sheena.send(account, "Stop!")
+        value = await hook.next("messages")
+        assert value["messages"][0]["text"]["body"] == "Stop!"  # the business still sees it
+        async with asyncio.timeout(10):
+            while True:
+                records = await line.biz.consents(sheena.account_id)
+                marketing = [r for r in records if r["category"] == "marketing"]
+                if marketing and not marketing[0]["opted_in"]:
+                    break
+                await asyncio.sleep(0.05)
+        await sheena.send(account, "stopwatch")  # not a keyword: nothing changes
+        await hook.next("messages")
     finally:
         await sheena.close()

@@ -98,6 +98,20 @@ class BusinessAPI:
         result = await self.api.request("DELETE", "/v1/business/templates", params={"name": name})
         return int(result["deleted"])
 
+    # consent as the business sees it
+    async def report_opt_out(self, person: int, keyword: str) -> list[dict[str, Any]]:
+        """A STOP keyword the person sent: the relay opts them out at once."""
+        result: list[dict[str, Any]] = await self.api.request(
+            "POST", "/v1/business/opt-outs", json={"person": person, "keyword": keyword}
+        )
+        return result
+
+    async def consents(self, person: int) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.api.request(
+            "GET", "/v1/business/consents", params={"person": person}
+        )
+        return result
+
     # blocks (any account may block another; nothing from it gets through)
     async def block(self, account_id: int) -> dict[str, Any]:
         result: dict[str, Any] = await self.api.request(

@@ -90,6 +90,8 @@ class GatewaySettings:
     refresh_seconds: float = 5.0
     #: how often template reviews and the quality rating are read from the relay
     watch_seconds: float = 30.0
+    #: inbound texts that opt the person out of this business's messages (case-insensitive)
+    stop_keywords: frozenset[str] = frozenset({"STOP", "UNSUBSCRIBE", "STOPP", "ARRET"})
     #: SQLite only: ``normal`` trades power-loss durability for speed (as the relay's setting)
     sqlite_synchronous: str = "full"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -383,6 +385,19 @@ class Gateway:
         body["id"] = wamid(msg.id)
         body["timestamp"] = str(msg.ts // 1000)
         await self._record_inbound(line, person, msg.id, kind, body, msg.ts)
+        if kind == "text":
+            await self._check_stop(line, person, str(body["text"]["body"]))
+
+    async def _check_stop(self, line: Line, person: Person, text: str) -> None:
+        """A STOP keyword opts the person out at the relay at once (docs/business-rules.md);
+        the message still reaches the business's webhook."""
+        word = text.strip().strip(".!").upper()
+        if word not in self.settings.stop_keywords:
+            return
+        try:
+            await line.biz.report_opt_out(person.account_id, word[:32])
+        except TresenError as exc:
+            log.warning("number %s: reporting an opt-out failed: %s", line.number.id, exc)
 
     async def _on_undecryptable(self, line: Line, item: Undecryptable) -> None:
         from tresen.gateway.content import wamid
