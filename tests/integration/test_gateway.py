@@ -196,3 +196,41 @@ async def test_stop_keyword_opts_out_at_the_relay(
         await hook.next("messages")
     finally:
         await sheena.close()
+
+
+async def test_greeting_and_away_messages(
+    biz: Business, hook: Receiver, relay: Harness, tmp_path: Path
+) -> None:
+    line = biz.server.gateway.lines[biz.boot.phone_number_id]
+    now = relay.clock.now_ms()
+    await line.biz.api.request(
+        "PUT", "/v1/business/greeting", json={"enabled": True, "text": "Welcome to Acme Air!"}
+    )
+    await line.biz.api.request(
+        "PUT",
+        "/v1/business/away",
+        json={
+            "enabled": True,
+            "text": "We are away; we answer at 9:00.",
+            "schedule": "custom",
+            "start": now - 3_600_000,
+            "end": now + 3_600_000,
+        },
+    )
+    account = biz.boot.relay_account_id
+    sheena = await person(relay, tmp_path)
+    try:
+        await sheena.send(account, "hello?")
+        got = [(await next_message(sheena)).content["body"] for _ in range(2)]
+        assert got == ["Welcome to Acme Air!", "We are away; we answer at 9:00."]
+        await hook.next("messages")
+        # the second message: no greeting (she wrote recently), no second away message today
+        await sheena.send(account, "anyone?")
+        msg = (await hook.next("messages"))["messages"][0]
+        r = await biz.send(
+            {"messaging_product": "whatsapp", "to": msg["from"], "text": {"body": "Yes, here"}}
+        )
+        assert r.status_code == 200, r.text
+        assert (await next_message(sheena)).content["body"] == "Yes, here"
+    finally:
+        await sheena.close()

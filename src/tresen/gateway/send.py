@@ -118,7 +118,7 @@ async def do_send(gw: Gateway, line: Line, params: dict[str, Any]) -> dict[str, 
         reply_to=context.message_id if context else "",
         fallback=fallback,
     )
-    envelope_id = await _deliver(gw, line, person, kind, content, biz, opaque)
+    envelope_id = await deliver(gw, line, person, kind, content, biz, opaque)
     response: dict[str, Any] = {
         "messaging_product": "whatsapp",
         "contacts": [{"input": str(to), "user_id": person.scoped_id}],
@@ -141,7 +141,7 @@ async def _media(gw: Gateway, line: Line, media: Media, kind: str) -> MediaRecor
     return await gw.media.do_upload_link(line.api, line.number.id, media.link)
 
 
-async def _deliver(
+async def deliver(
     gw: Gateway,
     line: Line,
     person: Person,

@@ -76,6 +76,8 @@ class Line:
     #: envelope ids being sent; receipts for them wait until the ``sent`` status is written
     inflight: dict[str, list[Receipt]] = field(default_factory=dict)
     templates: dict[tuple[str, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    #: the relay's business view (greeting and away settings, ``away_now``), briefly cached
+    business: tuple[float, dict[str, Any]] | None = None
 
     @property
     def api(self) -> Any:
@@ -384,9 +386,21 @@ class Gateway:
             media["sha256"] = record.sha256
         body["id"] = wamid(msg.id)
         body["timestamp"] = str(msg.ts // 1000)
-        await self._record_inbound(line, person, msg.id, kind, body, msg.ts)
+        number = line.number.id
+        previous = await self.db.run_interaction(
+            "gw_last_inbound",
+            lambda txn: store.last_inbound(txn, number, person.account_id),
+            write=False,
+        )
+        fresh = await self._record_inbound(line, person, msg.id, kind, body, msg.ts)
+        if not fresh:
+            return  # a redelivery: already reported and answered
         if kind == "text":
             await self._check_stop(line, person, str(body["text"]["body"]))
+        if kind != "reaction":
+            from tresen.gateway.autoreply import do_auto_replies
+
+            await do_auto_replies(self, line, person, previous, msg.ts)
 
     async def _check_stop(self, line: Line, person: Person, text: str) -> None:
         """A STOP keyword opts the person out at the relay at once (docs/business-rules.md);
@@ -423,19 +437,22 @@ class Gateway:
 
     async def _record_inbound(
         self, line: Line, person: Person, id: str, kind: str, body: dict[str, Any], ts: int
-    ) -> None:
+    ) -> bool:
+        """Record a received message with its webhook event; False if it was known."""
         number = line.number
 
-        async def write(txn: Txn) -> None:
+        async def write(txn: Txn) -> bool:
             fresh = await store.insert_message(
                 txn, number.id, id, "in", person.account_id, kind, "received", "", "", ts
             )
             if fresh:
                 event = payloads.message(number, person, body)
                 await self.outbox.add_in(txn, number.id, f"{number.id}:{person.account_id}", event)
+            return fresh
 
-        await self.writes.run(write)
+        fresh: bool = await self.writes.run(write)
         self.outbox.wake()
+        return fresh
 
     async def on_receipt(self, line: Line, receipt: Receipt) -> None:
         waiting = line.inflight.get(receipt.id)
