@@ -49,6 +49,7 @@ from tresen.client.media import EncryptedFile, fetch_attachment
 from tresen.client.secure import Message as Decrypted
 from tresen.client.secure import Receipt, SecureDevice
 from tresen.gateway.watch import do_poll
+from tresen.protocol.frames import TypingNotice
 from tresen.relay.admin.models import AdminPrincipal
 
 PNG = bytes.fromhex("89504e470d0a1a0a") + b"\x00" * 64
@@ -267,6 +268,9 @@ async def test_pywa_sends_every_type(setup: Setup) -> None:
 
     await wa.mark_message_as_read(message_id=msg.id)
     await wa.indicate_typing(message_id=msg.id)
+    async with asyncio.timeout(10):
+        typing = await s.sheena.notices.get()
+    assert isinstance(typing, TypingNotice) and typing.account == s.biz.boot.relay_account_id
     async with asyncio.timeout(10):
         while True:
             event = await s.sheena.recv(None)
