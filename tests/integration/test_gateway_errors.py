@@ -367,3 +367,75 @@ async def test_template_paging_edit_and_delete(biz: Business) -> None:
     assert r.json() == {"success": True}
     r = await biz.http.get(f"/v22.0/{waba}/message_templates")
     assert [t["name"] for t in r.json()["data"]] == ["alpha", "beta"]
+
+
+async def test_media_headers_in_interactive_and_template(
+    biz: Business, hook: Receiver, relay: Harness, tmp_path: Path
+) -> None:
+    png = bytes.fromhex("89504e470d0a1a0a") + b"\x05" * 64
+    number, waba = biz.boot.phone_number_id, biz.boot.waba_id
+    r = await biz.http.post(
+        f"/{number}/media", files={"file": ("h.png", png, "image/png")}, data={"type": "image/png"}
+    )
+    media = r.json()["id"]
+    r = await biz.http.post(
+        f"/v22.0/{waba}/message_templates",
+        json={
+            "name": "boarding",
+            "language": "en",
+            "category": "UTILITY",
+            "components": [
+                {"type": "HEADER", "format": "IMAGE", "example": {"header_handle": ["h"]}},
+                {"type": "BODY", "text": "Your pass for {{1}}.", "example": {"body_text": [["X"]]}},
+            ],
+        },
+    )
+    assert r.status_code == 200, r.text
+    await relay.services.templates.do_review(
+        AdminPrincipal(admin_id=None, name="t"),
+        int(r.json()["id"]),
+        TemplateReview(status="APPROVED"),
+    )
+    sheena, to = await writer(biz, hook, relay, tmp_path)
+    try:
+        r = await biz.send(
+            {
+                "messaging_product": "whatsapp",
+                "to": to,
+                "type": "interactive",
+                "interactive": {
+                    "type": "button",
+                    "header": {"type": "image", "image": {"id": media}},
+                    "body": {"text": "Your pass"},
+                    "action": {
+                        "buttons": [{"type": "reply", "reply": {"id": "ok", "title": "OK"}}]
+                    },
+                },
+            }
+        )
+        assert r.status_code == 200, r.text
+        got = await next_message(sheena)
+        assert await sheena.fetch_attachment(got) == png
+        template = {
+            "name": "boarding",
+            "language": {"code": "en"},
+            "components": [
+                {"type": "header", "parameters": [{"type": "image", "image": {"id": media}}]},
+                {"type": "body", "parameters": [{"type": "text", "text": "LY001"}]},
+            ],
+        }
+        r = await biz.send(
+            {"messaging_product": "whatsapp", "to": to, "type": "template", "template": template}
+        )
+        assert r.status_code == 200, r.text
+        got = await next_message(sheena)
+        assert got.content["body"] == "Your pass for LY001."
+        assert await sheena.fetch_attachment(got) == png
+        # a text parameter where the header wants an image
+        template["components"][0]["parameters"] = [{"type": "text", "text": "no"}]
+        r = await biz.send(
+            {"messaging_product": "whatsapp", "to": to, "type": "template", "template": template}
+        )
+        graph_error(r, 400, 132012)
+    finally:
+        await sheena.close()
