@@ -124,9 +124,9 @@ async def run_demo(
     with contextlib.ExitStack() as stack:
         folder = data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         folder.mkdir(parents=True, exist_ok=True)
-        demo = await start_demo(folder, port=port)
-        for name in ("httpx", "tresen"):  # the relay's web framework logs at INFO
+        for name in ("httpx", "tresen"):  # every request logs at INFO: keep the screen clean
             logging.getLogger(name).setLevel(logging.WARNING)
+        demo = await start_demo(folder, port=port)
         try:
             show(f"relay            {demo.relay.url}")
             show(f"gateway          {demo.gateway.url}  (OpenAPI: /openapi.json)")
