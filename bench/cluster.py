@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import nats
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -80,7 +81,20 @@ async def run_nodes(
                 await asyncio.sleep(0.5)
         finally:
             await asyncio.gather(*(r.stop() for r in relays))
+    if not memory:
+        await drop_streams(args.bus, name)
     return result
+
+
+async def drop_streams(url: str, name: str) -> None:
+    """The run's JetStream streams go with it (they are per namespace)."""
+    nc = await nats.connect(url)
+    try:
+        for kind in ("CONTROL", "PRESENCE"):
+            with contextlib.suppress(Exception):
+                await nc.jetstream().delete_stream(f"{name.upper()}_{kind}")
+    finally:
+        await nc.close()
 
 
 async def deliver(

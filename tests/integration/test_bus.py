@@ -77,6 +77,12 @@ async def drop_stream(url: str, stream: str) -> None:
         await nc.close()
 
 
+async def drop_streams(bus: NatsBus) -> None:
+    """A test's namespace leaves nothing behind on the shared server."""
+    await drop_stream(NATS_URL, bus.stream)
+    await drop_stream(NATS_URL, f"{bus.name.upper().replace('-', '_')}_PRESENCE")
+
+
 @pytest.fixture(params=["memory", "nats"])
 async def pair(request: Any) -> AsyncIterator[tuple[Bus, Bus]]:
     if request.param == "memory":
@@ -93,7 +99,7 @@ async def pair(request: Any) -> AsyncIterator[tuple[Bus, Bus]]:
     await a.close()
     await b.close()
     assert isinstance(a, NatsBus)
-    await drop_stream(NATS_URL, a.stream)
+    await drop_streams(a)
 
 
 class Recorder:
@@ -273,7 +279,7 @@ async def test_control_events_go_through_jetstream() -> None:
             await nc.close()
     finally:
         await a.close()
-        await drop_stream(NATS_URL, a.stream)
+        await drop_streams(a)
 
 
 async def test_subscribing_to_a_device_wakes_it_once_the_server_has_the_subscription() -> None:
@@ -287,7 +293,7 @@ async def test_subscribing_to_a_device_wakes_it_once_the_server_has_the_subscrip
         await until(lambda: Items(device=77, items=[]) in got.events, "wake-up after subscribe")
     finally:
         await a.close()
-        await drop_stream(NATS_URL, a.stream)
+        await drop_streams(a)
 
 
 def free_port() -> int:
@@ -404,3 +410,26 @@ async def test_close_sends_what_was_published(own_nats: NatsServer) -> None:
         a.publish("account.2", PresenceEvent(account=2, online=False))  # after close: ignored
     finally:
         await b.close()
+
+
+async def test_the_presence_book_counts_an_account_online_on_any_node() -> None:
+    url = f"{NATS_URL}/{nats_name()}"
+    a, b = NatsBus(url), NatsBus(url)
+    await a.start()
+    await b.start()
+    try:
+        assert a.book is not None and b.book is not None
+        assert await a.book.join(5) is True  # first device anywhere: publish "online"
+        assert await b.book.join(5) is False  # already online via node a
+        assert await b.book.online([5, 6]) == {5}
+        assert await a.book.leave(5) is False  # still on node b: no "offline"
+        assert await a.book.online([5]) == {5}
+        assert await b.book.leave(5) is True  # the last one: publish "offline"
+        assert await a.book.online([5]) == set()
+        await b.book.join(7)
+        await b.close()  # a node that stops takes its entries with it
+        assert await a.book.online([7]) == set()
+    finally:
+        await a.close()
+        await b.close()
+        await drop_streams(a)

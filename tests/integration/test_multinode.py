@@ -240,29 +240,52 @@ async def stop_nodes() -> AsyncIterator[list[Node]]:
         with contextlib.suppress(Exception):
             name = started[0].bus_url.rsplit("/", 1)[1]
             await nc.jetstream().delete_stream(f"{name.upper()}_CONTROL")
+        with contextlib.suppress(Exception):
+            await nc.jetstream().delete_stream(f"{name.upper()}_PRESENCE")
         await nc.close()
 
 
 async def test_devices_on_different_nodes_exchange_envelopes_receipts_typing_and_presence(
     registrar: Harness, pg_url: str, tmp_path: Path, stop_nodes: list[Node]
 ) -> None:
-    alice, bob, carol = [await registrar.new_device() for _ in range(3)]
+    alice, bob, carol, dave = [await registrar.new_device() for _ in range(4)]
+    dave_laptop = await registrar.link_device(dave, "laptop")
     cluster = await start_cluster(registrar, pg_url, tmp_path)
     stop_nodes.extend(cluster.nodes)
 
     a = await cluster.connect(alice, 0)
-    b = await cluster.connect(bob, 1)
     c = await cluster.connect(carol, 2)
+    d = await cluster.connect(dave, 1)
 
-    # presence: alice (node 0) watches bob, who leaves node 1 and comes back on node 2
-    await a.watch([bob.account_id])
-    initial = await a.notice()  # the watch answers with the state node 0 knows (see below)
-    assert isinstance(initial, Presence) and initial.account == bob.account_id
-    await b.close()
-    offline = await a.notice()
-    assert isinstance(offline, Presence) and not offline.online and offline.last_seen > 0
+    # presence: alice (node 0) watches dave, online on node 1 only
+    await a.watch([dave.account_id])
+    assert await a.notice() == Presence(account=dave.account_id, online=True)
+    # dave's laptop joins on node 2, his phone leaves node 1: dave is still online
+    laptop = await cluster.connect(dave_laptop, 2)
+    await d.close()
+    async with httpx.AsyncClient(
+        base_url=cluster.nodes[0].url, headers={"Authorization": f"Bearer {alice.token}"}
+    ) as http:
+
+        async def dave_online() -> bool:
+            r = await http.get(f"/v1/accounts/{dave.account_id}/presence")
+            assert r.status_code == 200, r.text
+            return bool(r.json()["online"])
+
+        assert await dave_online()
+        await laptop.typing(to=alice.account_id)
+        # no "offline" came before the laptop's typing
+        assert await a.notice() == TypingNotice(
+            account=dave.account_id, device=dave_laptop.device_id, on=True
+        )
+        await laptop.close()
+        offline = await a.notice()
+        assert isinstance(offline, Presence) and offline.account == dave.account_id
+        assert not offline.online and offline.last_seen > 0
+        assert not await dave_online()
+    d = await cluster.connect(dave, 2)
+    assert await a.notice() == Presence(account=dave.account_id, online=True)
     b = await cluster.connect(bob, 2)
-    assert await a.notice() == Presence(account=bob.account_id, online=True)
 
     # envelopes: node 0 -> node 2, node 2 -> node 0, node 2 -> node 2, many in order
     ids = [await a.send(bob.account_id, {bob.device_id: f"m{n}".encode()}) for n in range(20)]

@@ -40,6 +40,7 @@ from nats.js import JetStreamContext, api
 
 from tresen.bus.base import Handler
 from tresen.bus.events import BusEvent, DeviceRevoked, DevicesChanged, Items, PolicyChanged
+from tresen.bus.presence import NatsBook
 from tresen.errors import InvalidRequest, Unavailable
 
 log = logging.getLogger("tresen.bus")
@@ -115,6 +116,8 @@ class NatsBus:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._control_sub: Any = None
+        #: which accounts are online on any node (PresenceService)
+        self.book: NatsBook | None = None
         self.reconnects = 0
         self.dropped = 0
 
@@ -158,6 +161,8 @@ class NatsBus:
             idle_heartbeat=2.0,
         )
         await nc.subscribe(f"{self.name}._resync", cb=self._on_resync_request)
+        self.book = NatsBook(self.js, self.name, self.node)
+        await self.book.start()
         # topics subscribed before start
         for topic in self.topics:
             self._live.append(("sub", topic, b""))
@@ -196,6 +201,8 @@ class NatsBus:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self.book is not None:
+            await self.book.close()
         if self.nc is not None and not self.nc.is_closed:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.nc.flush(), 2.0)
@@ -387,6 +394,12 @@ class NatsBus:
         except Exception as exc:
             log.warning("resync after reconnect failed: %r", exc)
         self._resync()
-
+        try:
+            # gone if NATS restarted without its store
+            await self._ensure_stream()
+            if self.book is not None:
+                await self.book.ensure_stream()
+        except Exception as exc:
+            log.warning("JetStream streams not recreated after reconnect: %r", exc)
 
 __all__ = ["CONTROL", "NatsBus", "parse_url", "resync_event"]

@@ -91,7 +91,9 @@ async def build_services(
     groups = GroupService(db, settings, clock, writer, directory)
     policy = policy_routes.build_gate(db, bus, settings, clock, writer, directory)
     envelopes = EnvelopeService(db, settings, clock, writer, directory, groups, policy)
-    presence = PresenceService(bus, clock, accounts, directory, groups, policy)
+    presence = PresenceService(
+        bus, clock, accounts, directory, groups, policy, book=getattr(bus, "book", None)
+    )
     blobs = FileBlobStore(settings.media_dir or default_media_dir(settings.db))
     media = MediaService(db, settings, clock, blobs, directory)
     admins = AdminService(db, clock)

@@ -1,13 +1,20 @@
 """Presence and typing. Online state is per node (which devices hold a connection); changes
 are published on ``presence.<account>`` and last seen is stored when the last device leaves.
+
+With many nodes a :class:`~tresen.bus.presence.PresenceBook` says whether an account is online
+on any node: a node publishes "online" only when the account's first device anywhere arrives
+and "offline" only when its last one anywhere leaves (docs/scale-out.md).
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import asyncio
+import logging
+from collections import Counter, deque
 
 from tresen.bus import Bus
 from tresen.bus.events import PresenceEvent, TypingEvent
+from tresen.bus.presence import PresenceBook
 from tresen.errors import Forbidden, InvalidRequest
 from tresen.protocol.frames import Typing
 from tresen.relay.accounts.models import PresenceState, Principal
@@ -15,6 +22,8 @@ from tresen.relay.accounts.service import AccountService, DeviceDirectory
 from tresen.relay.clock import Clock
 from tresen.relay.envelopes.service import Members
 from tresen.relay.policy.hook import OPEN, EnvelopePolicy
+
+log = logging.getLogger("tresen.presence")
 
 
 class PresenceService:
@@ -26,6 +35,7 @@ class PresenceService:
         directory: DeviceDirectory,
         members: Members,
         policy: EnvelopePolicy = OPEN,
+        book: PresenceBook | None = None,
     ) -> None:
         self.bus, self.clock = bus, clock
         self.policy = policy
@@ -33,13 +43,21 @@ class PresenceService:
         self.directory = directory
         self.members = members
         self.online: Counter[int] = Counter()
+        #: many nodes: who is online anywhere (None: this node is the whole relay)
+        self.book = book
+        #: accounts the book last said are online on other nodes (asked on every watch)
+        self.elsewhere: set[int] = set()
+        self._changes: deque[tuple[int, bool]] = deque()
+        self._task: asyncio.Task[None] | None = None
 
     def is_online(self, account_id: int) -> bool:
-        return self.online[account_id] > 0
+        return self.online[account_id] > 0 or account_id in self.elsewhere
 
     def do_connected(self, who: Principal) -> None:
         self.online[who.account_id] += 1
-        if self.online[who.account_id] == 1:
+        if self.online[who.account_id] == 1 and self.book is not None:
+            self._book_change(who.account_id, True)
+        elif self.online[who.account_id] == 1:
             self.bus.publish(
                 f"presence.{who.account_id}", PresenceEvent(account=who.account_id, online=True)
             )
@@ -49,6 +67,9 @@ class PresenceService:
         if self.online[who.account_id] <= 0:
             del self.online[who.account_id]
             await self.accounts.do_touch(who)
+            if self.book is not None:
+                self._book_change(who.account_id, False)
+                return
             self.bus.publish(
                 f"presence.{who.account_id}",
                 PresenceEvent(account=who.account_id, online=False, last_seen=self.clock.now_ms()),
@@ -58,7 +79,10 @@ class PresenceService:
         """``account_id``'s online state and last seen, as its privacy and blocks allow."""
         if self.policy.blocked(account_id, who.account_id):
             raise Forbidden("this person does not share their presence with you")
-        return await self.accounts.access_presence(who, account_id, self.is_online(account_id))
+        online = self.online[account_id] > 0
+        if not online and self.book is not None:
+            online = bool(await self.book.online([account_id]))
+        return await self.accounts.access_presence(who, account_id, online)
 
     async def check_watch(self, who: Principal, accounts: list[int]) -> list[int]:
         """The accounts of ``accounts`` whose presence ``who`` may see."""
@@ -71,7 +95,34 @@ class PresenceService:
             allowed, _ = await self.accounts.check_presence_visible(who.account_id, account)
             if allowed:
                 visible.append(account)
+        if self.book is not None and visible:
+            elsewhere = await self.book.online([a for a in visible if not self.online[a]])
+            self.elsewhere.difference_update(visible)
+            self.elsewhere |= elsewhere
         return visible
+
+    def _book_change(self, account: int, joined: bool) -> None:
+        """Tell the book, in order; publish when the relay-wide state changed."""
+        self._changes.append((account, joined))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._apply_changes(), name="tresen-presence")
+
+    async def _apply_changes(self) -> None:
+        assert self.book is not None
+        while self._changes:
+            account, joined = self._changes.popleft()
+            try:
+                changed = await (self.book.join(account) if joined else self.book.leave(account))
+            except Exception as exc:
+                # better a repeated event than a missed one
+                log.warning("presence book unavailable (%r); publishing anyway", exc)
+                changed = True
+            if changed:
+                last_seen = 0 if joined else self.clock.now_ms()
+                self.bus.publish(
+                    f"presence.{account}",
+                    PresenceEvent(account=account, online=joined, last_seen=last_seen),
+                )
 
     async def do_typing(self, who: Principal, frame: Typing) -> None:
         if bool(frame.to) == bool(frame.group):
