@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from tresen.bus.memory import MemoryBus
+from tresen.errors import Unavailable
 from tresen.relay.clock import Clock
 from tresen.relay.envelopes import store
 from tresen.relay.envelopes.delivery import DeviceStream
@@ -148,3 +149,34 @@ async def test_two_writers_racing_leave_no_gap_behind_any_cursor(
     assert seen == everything  # all of them, once, in order
     for w in writers:
         await w.close()
+
+
+async def test_a_batch_does_not_wait_forever_behind_a_frozen_node(
+    nodes: tuple[Database, Database],
+) -> None:
+    """A node frozen inside its batch (SIGSTOP, a VM pause) holds its devices' locks; another
+    node's batch for those devices gives up after ``QUEUE_LOCK_TIMEOUT`` and its senders get
+    ``unavailable`` (they resend) instead of every later batch of that node stalling too."""
+    node_a, node_b = nodes
+    writer_b = Writer(node_b, MemoryBus(), Clock(), ttl_ms=60_000)
+    writer_b.start()
+    allocated, release = asyncio.Event(), asyncio.Event()
+
+    async def frozen_batch(txn: Txn) -> None:
+        await store.lock_queues(txn, "postgres", [DEVICE])
+        allocated.set()
+        await release.wait()
+
+    batch_a = asyncio.create_task(node_a.run_interaction("write_batch", frozen_batch))
+    await allocated.wait()
+    try:
+        with pytest.raises(Unavailable, match="resend"):
+            await writer_b.submit_wait(WriteOp(items=[NewItem(DEVICE, "message", "x", 1, 1)]))
+        # other devices are not held up, and the device works again once the node moves on
+        await writer_b.submit_wait(WriteOp(items=[NewItem(DEVICE + 9, "message", "y", 1, 1)]))
+    finally:
+        release.set()
+    await batch_a
+    await writer_b.submit_wait(WriteOp(items=[NewItem(DEVICE, "message", "z", 1, 1)]))
+    assert len(await read(node_b, 0)) == 1  # "z" is stored; "x" never was
+    await writer_b.close()

@@ -17,6 +17,9 @@ QueueRow = tuple[int, int, str, str, int, int, int | None, int, int, bytes]
 
 #: the first key of the per-device queue advisory locks (PostgreSQL)
 QUEUE_LOCK_SPACE = 0x7E5E
+#: a batch waits at most this long for another node's batch on the same devices; past it the
+#: batch fails (senders get ``unavailable`` and resend) instead of stalling behind a frozen node
+QUEUE_LOCK_TIMEOUT = "5s"
 
 
 async def claim_envelope_ids(
@@ -46,6 +49,7 @@ async def lock_queues(txn: Txn, dialect: str, devices: Sequence[int]) -> None:
     """
     if dialect != "postgres" or not devices:
         return
+    await txn.execute(f"SET LOCAL lock_timeout = '{QUEUE_LOCK_TIMEOUT}'")
     await txn.execute(
         "SELECT pg_advisory_xact_lock(?, k) FROM "
         "(SELECT DISTINCT (d % 2147483647)::int AS k FROM unnest(?::bigint[]) AS d ORDER BY k) s",
