@@ -402,4 +402,5 @@ class NatsBus:
         except Exception as exc:
             log.warning("JetStream streams not recreated after reconnect: %r", exc)
 
+
 __all__ = ["CONTROL", "NatsBus", "parse_url", "resync_event"]
