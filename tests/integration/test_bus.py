@@ -323,9 +323,10 @@ def free_port() -> int:
 class NatsServer:
     """A nats-server of this test's own, to stop and start."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, *, jetstream: bool = True) -> None:
         self.port = free_port()
         self.store = store
+        self.jetstream = jetstream
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -334,7 +335,8 @@ class NatsServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)],
+            [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port)]
+            + (["-js", "-sd", str(self.store)] if self.jetstream else []),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -406,6 +408,19 @@ async def test_subscriptions_and_control_events_survive_a_nats_restart(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_nats_without_jetstream_says_what_to_do(tmp_path: Path) -> None:
+    if not Path(NATS_SERVER).exists():
+        pytest.skip("nats-server is not installed")
+    server = NatsServer(tmp_path / "js", jetstream=False)
+    server.start()
+    try:
+        await server.ready()
+        with pytest.raises(Unavailable, match="-js"):
+            await NatsBus(server.url, connect_timeout=1.0).start()
+    finally:
+        server.stop()
 
 
 async def test_close_sends_what_was_published(own_nats: NatsServer) -> None:

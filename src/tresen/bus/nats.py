@@ -152,7 +152,14 @@ class NatsBus:
             ) from exc
         self.nc = nc
         self.js = nc.jetstream(timeout=self.connect_timeout)
-        await self._ensure_stream()
+        try:
+            await self._ensure_stream()
+        except Exception as exc:
+            await nc.close()
+            raise Unavailable(
+                f"NATS at {', '.join(self.servers)} has no usable JetStream ({exc!r}); start "
+                "nats-server with -js (and a store directory, -sd)"
+            ) from exc
         self._control_sub = await self.js.subscribe(
             f"{self.name}.ctl.>",
             cb=self._on_control,
