@@ -18,12 +18,20 @@ def test_a_wake_up_sends_a_live_stream_back_to_the_store() -> None:
     assert s.behind  # the connection reads the store after its cursor
 
 
+def test_a_wake_up_to_a_live_stream_costs_one_read() -> None:
+    s = DeviceStream(7, window=10)
+    s.on_fetched([], exhausted=True)
+    s.on_live([])  # the read it causes starts after this commit
+    assert [i.seq for i in s.on_fetched([item(1)], exhausted=True)] == [1]
+    assert not s.behind
+
+
 def test_a_wake_up_during_a_read_makes_the_stream_read_again() -> None:
     s = DeviceStream(7, window=10)
-    s.on_fetched([item(1)], exhausted=True)
-    # the read began before seq 2 committed; its wake-up arrives while the read is running
-    s.on_live([])
-    assert [i.seq for i in s.on_fetched([], exhausted=True)] == []
+    s.on_fetched([], exhausted=True)
+    s.on_live([])  # seq 1 committed: a read starts
+    s.on_live([])  # seq 2 committed while that read runs; the read may not see it
+    assert [i.seq for i in s.on_fetched([item(1)], exhausted=True)] == [1]
     assert s.behind  # not live yet: seq 2 may be in the store
     assert [i.seq for i in s.on_fetched([item(2)], exhausted=True)] == [2]
     assert not s.behind and s.cursor == 2

@@ -44,7 +44,7 @@ class DeviceStream:
         self.behind = True
         #: live items that arrived while catching up
         self.buffer: list[Item] = []
-        #: a wake-up came since the last read: the read may have begun before its commit
+        #: a wake-up came while behind: the running read may have begun before its commit
         self.poked = False
 
     @property
@@ -54,9 +54,10 @@ class DeviceStream:
     def on_live(self, items: list[Item]) -> list[Item]:
         """Items committed for this device; returns those to send now."""
         if not items:
-            # a wake-up (or a resync after lost events): read the store after ``cursor``
+            # a wake-up (or a resync after lost events): read the store after ``cursor``; if
+            # already behind, a read may be running that began before this commit
+            self.poked = self.behind
             self.behind = True
-            self.poked = True
             return []
         if self.behind:
             if len(self.buffer) + len(items) > self.buffer_limit:
