@@ -124,13 +124,16 @@ async def test_two_writers_racing_leave_no_gap_behind_any_cursor(
     async def follow() -> None:
         stream = DeviceStream(DEVICE, window=10_000)
         while True:
+            # "done" must be known before the read starts: a read that began before the last
+            # commits can come back empty after "done" was set
+            finished = done.is_set()
             fetched = await node_a.run_interaction(
                 "fetch_queue",
                 lambda txn: store.fetch_after(txn, DEVICE, stream.cursor, 50),
                 write=False,
             )
             seen.extend(i.seq for i in stream.on_fetched(fetched, exhausted=len(fetched) < 50))
-            if done.is_set() and not fetched:
+            if finished and not fetched:
                 return
             await asyncio.sleep(0)
 
