@@ -78,7 +78,7 @@ async def test_a_later_seq_waits_for_an_earlier_uncommitted_one(
 
     async def slow_batch(txn: Txn) -> int:
         # node A's writer batch, exactly as the writer does it, held open before its commit
-        await store.lock_queues(txn, "postgres", [DEVICE, DEVICE + 1])
+        await store.lock_queues(txn, [DEVICE, DEVICE + 1])
         (seq,) = await txn.next_ids("queue_seq", 1)
         await store.insert_rows(txn, [(seq, DEVICE, "message", "early", 1, 1, None, 0, 2**40, b"")])
         allocated.set()
@@ -166,7 +166,7 @@ async def test_a_batch_does_not_wait_forever_behind_a_frozen_node(
     allocated, release = asyncio.Event(), asyncio.Event()
 
     async def frozen_batch(txn: Txn) -> None:
-        await store.lock_queues(txn, "postgres", [DEVICE])
+        await store.lock_queues(txn, [DEVICE])
         allocated.set()
         await release.wait()
 

@@ -39,6 +39,12 @@ class Txn(Protocol):
         """Allocate ``n`` ascending ids from a named sequence (created by a migration)."""
         ...
 
+    async def lock_keys(self, space: int, keys: Iterable[int], *, timeout: str) -> None:
+        """Hold locks on ``(space, key)`` until the commit, taken in ascending order (no
+        deadlock between transactions); wait at most ``timeout`` (e.g. ``"5s"``) for another
+        writer's. An engine with a single writer (SQLite) has nothing to lock."""
+        ...
+
 
 Interaction = Callable[[Txn], Awaitable[T]]
 

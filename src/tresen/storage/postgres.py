@@ -58,6 +58,20 @@ class PostgresTxn:
         )
         return sorted(int(r[0]) for r in rows)
 
+    async def lock_keys(self, space: int, keys: Iterable[int], *, timeout: str) -> None:
+        keys = list(keys)
+        if not keys:
+            return
+        # a literal: SET takes no parameters; ``timeout`` comes from code, never from input
+        await self.conn.execute(f"SET LOCAL lock_timeout = '{timeout}'")
+        await self.conn.execute(
+            "SELECT pg_advisory_xact_lock($1, k) FROM "
+            "(SELECT DISTINCT (d % 2147483647)::int AS k FROM unnest($2::bigint[]) AS d "
+            "ORDER BY k) s",
+            space,
+            keys,
+        )
+
 
 class PostgresDatabase:
     dialect = "postgres"

@@ -66,6 +66,9 @@ class SqliteTxn:
         last = int(row[0])
         return list(range(last - n + 1, last + 1))
 
+    async def lock_keys(self, space: int, keys: Iterable[int], *, timeout: str) -> None:
+        return None  # one write transaction at a time (BEGIN IMMEDIATE): nothing to wait for
+
 
 def _checkpoint(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

@@ -39,23 +39,14 @@ async def claim_envelope_ids(
     return fresh
 
 
-async def lock_queues(txn: Txn, dialect: str, devices: Sequence[int]) -> None:
+async def lock_queues(txn: Txn, devices: Sequence[int]) -> None:
     """Hold these devices' queues until the commit, before their ``seq`` are allocated.
 
     With many writers (relay nodes on PostgreSQL), a device's items then commit in ``seq``
     order, so a reader that sees ``seq`` N also sees every earlier item of that device and a
-    cursor never skips one that commits late. Locks are taken in ascending order (no deadlock
-    between batches). SQLite has one writer: nothing to do.
+    cursor never skips one that commits late.
     """
-    if dialect != "postgres" or not devices:
-        return
-    await txn.execute(f"SET LOCAL lock_timeout = '{QUEUE_LOCK_TIMEOUT}'")
-    await txn.execute(
-        "SELECT pg_advisory_xact_lock(?, k) FROM "
-        "(SELECT DISTINCT (d % 2147483647)::int AS k FROM unnest(?::bigint[]) AS d ORDER BY k) s",
-        QUEUE_LOCK_SPACE,
-        list(devices),
-    )
+    await txn.lock_keys(QUEUE_LOCK_SPACE, devices, timeout=QUEUE_LOCK_TIMEOUT)
 
 
 async def insert_rows(txn: Txn, rows: Sequence[QueueRow]) -> None:

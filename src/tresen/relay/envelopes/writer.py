@@ -135,7 +135,7 @@ class Writer:
             rows: list[QueueRow] = []
             if fresh:
                 # per device, commit order = seq order, across nodes (store.lock_queues)
-                await store.lock_queues(txn, self.db.dialect, [it.device for it in fresh])
+                await store.lock_queues(txn, [it.device for it in fresh])
                 seqs = await txn.next_ids("queue_seq", len(fresh))
                 rows = [
                     (
