@@ -61,13 +61,20 @@ def _refuse(code: Code, field: str, message: str, **fields: object) -> InvalidRe
     return InvalidRequest(message, code=code, field=field, **fields)
 
 
-def check_text(field: str, value: str, limit: int, *, required: bool = False) -> str:
+def check_text(
+    field: str,
+    value: str,
+    limit: int,
+    *,
+    required: bool = False,
+    code: Code = Code.INVALID_BUSINESS_PROFILE,
+) -> str:
     value = value.strip()
     if required and not value:
-        raise _refuse(Code.INVALID_BUSINESS_PROFILE, field, f"{field} must not be empty")
+        raise _refuse(code, field, f"{field} must not be empty")
     if len(value) > limit:
         raise _refuse(
-            Code.INVALID_BUSINESS_PROFILE,
+            code,
             field,
             f"{field} is {len(value)} characters; at most {limit} are allowed",
             limit=limit,
@@ -285,20 +292,6 @@ def check_price(price: int, currency: str) -> tuple[int, str]:
             "the price is in minor units (cents) and must be between 0 and 10^15",
         )
     return price, currency
-
-
-def check_product_text(field: str, value: str, limit: int, *, required: bool = False) -> str:
-    value = value.strip()
-    if required and not value:
-        raise _refuse(Code.INVALID_PRODUCT, field, f"{field} must not be empty")
-    if len(value) > limit:
-        raise _refuse(
-            Code.INVALID_PRODUCT,
-            field,
-            f"{field} is {len(value)} characters; at most {limit} are allowed",
-            limit=limit,
-        )
-    return value
 
 
 def check_shortcut(value: str) -> str:

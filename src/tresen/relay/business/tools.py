@@ -24,6 +24,7 @@ from tresen.relay.business.service import BusinessService, not_a_business
 from tresen.storage.engine import Txn
 
 MAX_PAGE = 200
+PRODUCT = Code.INVALID_PRODUCT  # the code for a catalog field out of bounds
 
 
 def _too_many(what: str, limit: int) -> Conflict:
@@ -50,9 +51,11 @@ class BusinessToolsService:
             id=0,
             business_id=who.account_id,
             retailer_id=data.retailer_id,
-            name=rules.check_product_text("name", data.name, rules.MAX_PRODUCT_NAME, required=True),
-            description=rules.check_product_text(
-                "description", data.description, rules.MAX_PRODUCT_DESCRIPTION
+            name=rules.check_text(
+                "name", data.name, rules.MAX_PRODUCT_NAME, required=True, code=PRODUCT
+            ),
+            description=rules.check_text(
+                "description", data.description, rules.MAX_PRODUCT_DESCRIPTION, code=PRODUCT
             ),
             price=price,
             currency=currency,
@@ -98,11 +101,11 @@ class BusinessToolsService:
                 f: v for f, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET
             }
             new = msgspec.structs.replace(product, **changes, updated_at=now)
-            new.name = rules.check_product_text(
-                "name", new.name, rules.MAX_PRODUCT_NAME, required=True
+            new.name = rules.check_text(
+                "name", new.name, rules.MAX_PRODUCT_NAME, required=True, code=PRODUCT
             )
-            new.description = rules.check_product_text(
-                "description", new.description, rules.MAX_PRODUCT_DESCRIPTION
+            new.description = rules.check_text(
+                "description", new.description, rules.MAX_PRODUCT_DESCRIPTION, code=PRODUCT
             )
             new.price, new.currency = rules.check_price(new.price, new.currency)
             if new.retailer_id is not None and await store.retailer_id_taken(
