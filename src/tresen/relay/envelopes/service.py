@@ -7,7 +7,6 @@ touches a socket.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Collection, Iterable
 from typing import Protocol
 
@@ -23,13 +22,11 @@ from tresen.protocol.codes import Code
 from tresen.protocol.frames import Item, Read, Send, SendGroup
 from tresen.relay.accounts.models import Principal
 from tresen.relay.accounts.service import DeviceDirectory
-from tresen.relay.clock import Clock
+from tresen.relay.clock import Clock, run_every
 from tresen.relay.envelopes import store
 from tresen.relay.envelopes.writer import NewItem, WriteOp, Writer
 from tresen.relay.policy.hook import OPEN, EnvelopePolicy
 from tresen.storage.engine import Database, Txn
-
-log = logging.getLogger("tresen.envelopes")
 
 MAX_ID = 64
 
@@ -230,20 +227,15 @@ class EnvelopeService:
     # ------------------------------------------------------------ expiry
 
     def start(self, interval: float = 60.0) -> None:
-        self.purger = asyncio.create_task(self._purge_loop(interval), name="tresen-purge")
+        self.purger = asyncio.create_task(
+            run_every(interval, self.do_purge_expired, "purging expired envelopes"),
+            name="tresen-purge",
+        )
 
     async def close(self) -> None:
         if self.purger is not None:
             self.purger.cancel()
             await asyncio.gather(self.purger, return_exceptions=True)
-
-    async def _purge_loop(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.do_purge_expired()
-            except Exception:
-                log.exception("purging expired envelopes failed; will retry")
 
     async def do_purge_expired(self) -> int:
         """Drop expired rows; tell each sending device which of its envelopes expired."""

@@ -40,7 +40,7 @@ from tresen.errors import (
 from tresen.protocol.codes import Code
 from tresen.relay.accounts.models import Principal
 from tresen.relay.accounts.service import DeviceDirectory
-from tresen.relay.clock import Clock
+from tresen.relay.clock import Clock, run_every
 from tresen.relay.media import store
 from tresen.relay.media.blobs import (
     BlobNotFound,
@@ -471,21 +471,16 @@ class MediaService:
 
     def start(self) -> None:
         interval = self.settings.media_purge_interval_seconds
-        self.purger = asyncio.create_task(self._purge_loop(interval), name="tresen-media-purge")
+        self.purger = asyncio.create_task(
+            run_every(interval, self.do_purge_expired, "purging expired media"),
+            name="tresen-media-purge",
+        )
 
     async def close(self) -> None:
         if self.purger is not None:
             self.purger.cancel()
             await asyncio.gather(self.purger, return_exceptions=True)
             self.purger = None
-
-    async def _purge_loop(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.do_purge_expired()
-            except Exception:
-                log.exception("purging expired media failed; will retry")
 
     async def do_purge_expired(self) -> int:
         """Delete every expired blob, then its rows (a crash in between leaves rows, which the
