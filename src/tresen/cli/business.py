@@ -24,6 +24,7 @@ import msgspec
 import typer
 from rich.console import Console
 
+from tresen.cli import run_server
 from tresen.errors import TresenError
 
 business_app = typer.Typer(
@@ -231,7 +232,7 @@ def serve(
         typer.echo(json.dumps({"base_url": s.url, "phone_number_ids": list(s.gateway.lines)}))
 
     try:
-        asyncio.run(server.serve_forever(started))
+        run_server(server.serve_forever(started))
     except TresenError as exc:
         console.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(1) from exc
@@ -253,7 +254,7 @@ def demo(
     from tresen.cli.business_demo import describe, run_demo
 
     try:
-        asyncio.run(
+        run_server(
             run_demo(
                 data_dir,
                 port,

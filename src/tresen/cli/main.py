@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from tresen import __version__
+from tresen.cli import run_server
 from tresen.config import Settings, load
 from tresen.errors import TresenError
 
@@ -95,15 +96,9 @@ def serve(
 
     settings = _settings(config, host=host, port=port, db=db, bus=bus)
     configure_logging(log_level)
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop is absent on Windows only
-        pass
     server = RelayServer(settings, log_level="warning")
     try:
-        asyncio.run(server.serve_forever(lambda s: _banner(settings, s.url)))
+        run_server(server.serve_forever(lambda s: _banner(settings, s.url)))
     except TresenError as exc:
         console.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(1) from exc
