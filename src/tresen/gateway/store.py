@@ -268,11 +268,14 @@ async def max_outbox_id(txn: Txn) -> int:
 
 
 async def due(txn: Txn, now: int, limit: int) -> list[Row]:
-    """Due pending events that are the oldest pending one of their conversation."""
+    """The oldest due pending events, in id order, but none behind an older pending event of
+    its conversation that waits for a retry: each conversation's events come as a run that
+    starts at its oldest pending one."""
     return await txn.fetch(
         f"SELECT {OUTBOX} FROM gw_outbox o WHERE state = 'pending' AND next_at <= ? "  # noqa: S608
         "AND NOT EXISTS (SELECT 1 FROM gw_outbox e WHERE e.conversation = o.conversation "
-        "AND e.state = 'pending' AND e.id < o.id) ORDER BY id LIMIT ?",
+        "AND e.state = 'pending' AND e.id < o.id AND e.next_at > ?) ORDER BY id LIMIT ?",
+        now,
         now,
         limit,
     )

@@ -145,7 +145,11 @@ class Outbox:
                 await asyncio.wait_for(self._wake.wait(), timeout=min(wait, 60.0))
 
     async def run_once(self) -> int:
-        """Deliver what is due now (the heads of their conversations); returns how many tried."""
+        """Deliver what is due now; returns how many tried.
+
+        Each conversation's due events go one after another in id order (a failure ends its
+        run: the rest wait behind the retry); conversations go side by side.
+        """
         now = self.now_ms()
 
         async def read(txn: Txn) -> list[Row]:
@@ -154,16 +158,22 @@ class Outbox:
         rows = await self.db.run_interaction("gw_outbox_due", read, write=False)
         if not rows:
             return 0
+        runs: dict[str, list[Row]] = {}
+        for row in rows:
+            runs.setdefault(str(row[2]), []).append(row)
         gate = asyncio.Semaphore(self.policy.concurrency)
 
-        async def one(row: Row) -> None:
-            async with gate:
-                await self._deliver(row)
+        async def conversation(run: list[Row]) -> None:
+            for row in run:
+                async with gate:
+                    if not await self._deliver(row):
+                        return
 
-        await asyncio.gather(*(one(row) for row in rows))
+        await asyncio.gather(*(conversation(run) for run in runs.values()))
         return len(rows)
 
-    async def _deliver(self, row: Row) -> None:
+    async def _deliver(self, row: Row) -> bool:
+        """One attempt; True when the event no longer holds its conversation back."""
         id, number_id, body = int(row[0]), str(row[1]), str(row[3])
         attempts, created = int(row[5]), int(row[9])
         number = self.numbers(number_id)
@@ -187,7 +197,7 @@ class Outbox:
                         now = self.now_ms()
                         await self.writes.run(lambda txn: store.delivered(txn, id, status, now))
                         self.delivered += 1
-                        return
+                        return True
                     text = (await response.content.read(200)).decode("utf-8", "replace")
                     error = f"HTTP {status}: {text}"
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -205,3 +215,4 @@ class Outbox:
             await store.failed(txn, id, status, error, next_at, dead, now)
 
         await self.writes.run(write)
+        return dead
