@@ -7,6 +7,13 @@
   carry the same ``seq`` and are dropped. Acknowledgements are coalesced and sent "up to" the
   highest seq handed out, which lets the relay delete them.
 - Typing, presence and key notices come out of :meth:`Connection.notice`.
+- The relay answers ``unavailable`` when it could not store an envelope (its database is
+  restarting, full or refusing writes; the node is draining): the envelope stays pending and is
+  resent with the same id after a growing pause, until it is stored (``resend_unavailable``).
+- Heartbeat: the connection pings the relay at the interval the relay announced in ``welcome``;
+  a relay that does not answer within another interval (a paused node, a cut-off network whose
+  socket never closes) is dropped, and the connection reconnects (through a load balancer, to
+  another node).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tresen import __version__
 from tresen.errors import TresenError, Unauthorized, Unavailable, from_code
 from tresen.protocol.codec import Codec, client_codec
+from tresen.protocol.codes import Code
 from tresen.protocol.frames import (
     PROTOCOL_VERSION,
     Ack,
@@ -52,6 +60,8 @@ log = logging.getLogger("tresen.client")
 
 Notice = TypingNotice | Presence | KeysLow
 FATAL_CLOSE = {4401, 4403, 4400}
+#: how long the relay has to answer the upgrade and ``hello`` before this try counts as failed
+HANDSHAKE_TIMEOUT = 10.0
 
 
 def new_envelope_id() -> str:
@@ -67,6 +77,7 @@ class Connection:
         format: Literal["msgpack", "json"] = "msgpack",
         reconnect: bool = True,
         auto_ack: bool = True,
+        resend_unavailable: bool = True,
     ) -> None:
         base = url.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         self.url = base if base.endswith("/v1/ws") else base + "/v1/ws"
@@ -75,6 +86,7 @@ class Connection:
         self.codec: Codec[ServerFrame] = client_codec(format)
         self.reconnect = reconnect
         self.auto_ack = auto_ack
+        self.resend_unavailable = resend_unavailable
         self.ws: ClientConnection | None = None
         self.welcome: Welcome | None = None
         self.pending: OrderedDict[str, tuple[ClientFrame, asyncio.Future[int]]] = OrderedDict()
@@ -90,6 +102,11 @@ class Connection:
         self._closed = False
         self.fatal: TresenError | None = None
         self.reconnects = 0
+        #: envelopes the relay answered ``unavailable`` and this connection resent
+        self.resent = 0
+        self._tries: dict[str, int] = {}
+        self._generation = 0  # counts opened sockets: a reconnect resends every pending frame
+        self._heartbeat: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -112,15 +129,20 @@ class Connection:
                 subprotocols=[subprotocol],  # type: ignore[list-item]
                 max_size=None,
                 compression=None,
-                open_timeout=10,
+                open_timeout=HANDSHAKE_TIMEOUT,
+                ping_interval=None,  # the heartbeat follows the relay's interval (welcome)
             )
         except (OSError, InvalidStatus, TimeoutError) as exc:
             raise Unavailable(f"cannot connect to {self.url}: {exc}") from exc
         await ws.send(self._encode(Hello(token=self.token, agent=f"tresen-py/{__version__}")))
         try:
-            first = self.codec.decode(await ws.recv())
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                first = self.codec.decode(await ws.recv())
         except ConnectionClosed as exc:
             raise Unauthorized(f"the relay closed the connection: {exc}") from exc
+        except TimeoutError as exc:
+            ws.transport.abort()
+            raise Unavailable(f"no welcome from {self.url} in {HANDSHAKE_TIMEOUT:.0f}s") from exc
         if isinstance(first, Error):
             await ws.close()
             raise from_code(first.code, first.message, first.fields)
@@ -129,12 +151,39 @@ class Connection:
         self.ws, self.welcome = ws, first
         # the relay redelivers whatever was not acknowledged; acks restart per connection
         self.ack_upto = self.acked = 0
+        self._generation += 1
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if first.heartbeat > 0:
+            self._heartbeat = asyncio.create_task(
+                self._beat(ws, first.heartbeat), name="tresen-client-heartbeat"
+            )
         for frame, _ in self.pending.values():
             await ws.send(self._encode(frame))
         self._connected.set()
 
+    async def _beat(self, ws: ClientConnection, period: float) -> None:
+        """Ping every ``period``; no pong within another ``period``: the relay is gone.
+
+        A paused node (SIGSTOP, a frozen VM) keeps its sockets open, so without this the
+        connection would wait for TCP to give up. Aborting the socket ends the reader's loop,
+        which reconnects."""
+        while True:
+            await asyncio.sleep(period)
+            try:
+                async with asyncio.timeout(period):
+                    await (await ws.ping())
+            except TimeoutError:
+                log.info("no answer from %s within %.1fs; reconnecting", self.url, period)
+                ws.transport.abort()
+                return
+            except ConnectionClosed:
+                return
+
     async def close(self) -> None:
         self._closed = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         if self.ws is not None:
             await self.ws.close()
         if self._reader is not None:
@@ -207,10 +256,16 @@ class Connection:
                     self._schedule_ack()
             case Sent(ids=ids, ts=ts):
                 for envelope_id in ids:
+                    self._tries.pop(envelope_id, None)
                     entry = self.pending.pop(envelope_id, None)
                     if entry is not None and not entry[1].done():
                         entry[1].set_result(ts)
+            case Error(ref=ref) if (
+                ref in self.pending and frame.code == Code.UNAVAILABLE and self.resend_unavailable
+            ):
+                self._resend_later(frame)
             case Error(ref=ref) if ref and ref in self.pending:
+                self._tries.pop(ref, None)
                 _, future = self.pending.pop(ref)
                 if not future.done():
                     future.set_exception(from_code(frame.code, frame.message, frame.fields))
@@ -220,6 +275,22 @@ class Connection:
                 self.notices.put_nowait(frame)
             case Pong() | Welcome():
                 pass
+
+    def _resend_later(self, error: Error) -> None:
+        """The relay did not store this envelope and said so: send it again (same id) after a
+        pause that doubles with each try, up to 5 s."""
+        tries = self._tries[error.ref] = self._tries.get(error.ref, 0) + 1
+        delay = min(0.05 * 2**tries, 5.0)
+        self.resent += 1
+        log.info("envelope %s not stored (%s); resending in %.2fs", error.ref, error.message, delay)
+        asyncio.get_running_loop().call_later(delay, self._resend, error.ref, self._generation)
+
+    def _resend(self, envelope_id: str, generation: int) -> None:
+        entry = self.pending.get(envelope_id)
+        if entry is None or entry[1].done() or self._closed or generation != self._generation:
+            return  # stored, given up, or already resent by a reconnect
+        task = asyncio.ensure_future(self._send(entry[0]))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def _schedule_ack(self) -> None:
         if not self._ack_scheduled:

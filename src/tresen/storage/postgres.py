@@ -22,6 +22,21 @@ T = TypeVar("T")
 
 _PLACEHOLDER = re.compile(r"\?")
 
+#: the server went away or cannot take the write now (a restart, a full disk, a read-only or
+#: shutting-down server, a command timeout): the caller gets ``unavailable`` and may retry (a
+#: commit cut off mid-way may have been stored: a resent envelope is then a duplicate by id).
+#: asyncpg reports a connection lost mid-operation as OSError or any of the next four.
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+)
+
 
 @lru_cache(maxsize=1024)
 def _dollars(sql: str) -> str:
@@ -101,8 +116,10 @@ class PostgresDatabase:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 result = await fn(PostgresTxn(conn))
-        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
-            raise Unavailable(f"database unavailable during {name}: {exc}") from exc
+        except _UNAVAILABLE as exc:
+            raise Unavailable(
+                f"storage unavailable during {name} ({type(exc).__name__}: {exc}); try again"
+            ) from exc
         timer.done()
         return result
 

@@ -1,0 +1,279 @@
+"""PostgreSQL faults under load: a restart (fast, and an immediate stop then start) and a server
+that refuses writes.
+
+The shared server on 5432 is never touched: each module run starts its own PostgreSQL cluster
+(``initdb`` as the ``postgres`` user in a temporary folder, on a free port) and restarts that.
+Every envelope the relay acknowledged arrives exactly once, senders are told ``unavailable``
+for what could not be stored (the SDK resends it), the relay nodes stay up, and the clients
+carry on without anyone doing anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tresen.client import Connection
+from tresen.errors import Unavailable
+from tresen.relay.clock import Clock
+from tresen.relay.server import RelayServer
+
+from .. import conftest
+from ..conftest import POSTGRES, CapturingSender, Harness
+from .test_multinode import (  # noqa: F401 - stop_nodes is a fixture
+    NATS_URL,
+    Balancer,
+    Node,
+    free_port,
+    stop_nodes,
+    until,
+)
+
+pytestmark = pytest.mark.skipif(
+    not POSTGRES, reason="PostgreSQL faults run in the PostgreSQL pass (TRESEN_TEST_POSTGRES=1)"
+)
+
+
+def server_binaries() -> Path:
+    found = os.environ.get("TRESEN_TEST_PG_BIN") or next(
+        iter(sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)), ""
+    )
+    if not found or not (Path(found) / "initdb").exists():
+        pytest.fail("PostgreSQL server binaries not found (set TRESEN_TEST_PG_BIN to their folder)")
+    return Path(found)
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of this test module's own, to restart at will."""
+
+    def __init__(self) -> None:
+        self.bin = server_binaries()
+        self.root = Path(tempfile.mkdtemp(prefix="tresen-pg-"))
+        self.root.chmod(0o700)
+        if os.geteuid() == 0:  # initdb refuses root: the cluster belongs to ``postgres``
+            shutil.chown(self.root, "postgres", "postgres")
+        self.data = self.root / "data"
+        self.port = free_port()
+        self.options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c max_connections=200"
+        )
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, tool: str, *args: str) -> None:
+        sudo = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        done = subprocess.run(
+            [*sudo, str(self.bin / tool), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,  # a postmaster started by pg_ctl keeps its stdout open
+            stderr=subprocess.PIPE,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            log = (self.root / "log").read_text()[-2000:] if (self.root / "log").exists() else ""
+            raise RuntimeError(f"{tool} {' '.join(args)} failed: {done.stderr.decode()}\n{log}")
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def ctl(self, action: str, mode: str = "fast") -> None:
+        """``pg_ctl start|stop|restart``, waiting until it is done."""
+        log = ["-l", str(self.root / "log")] if action != "stop" else []
+        opts = ["-o", self.options] if action != "stop" else []
+        self._run("pg_ctl", action, "-D", str(self.data), *log, *opts, "-m", mode, "-w", "-t", "60")
+
+    def destroy(self) -> None:
+        with contextlib.suppress(Exception):
+            self.ctl("stop", "immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def private_pg() -> Iterator[PrivatePostgres]:
+    cluster = PrivatePostgres()
+    try:
+        cluster.init()
+        cluster.ctl("start")
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+async def private_db(private_pg: PrivatePostgres) -> AsyncIterator[str]:
+    name = f"tresen_f_{secrets.token_hex(5)}"
+    admin = await asyncpg.connect(private_pg.url())
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield private_pg.url(name)
+
+
+@pytest.fixture
+async def registrar(private_db: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    """An in-process relay on the private cluster: registers devices (and, in the read-only
+    test, is the relay)."""
+    sender = CapturingSender()
+    settings = conftest.test_settings(private_db, media_dir=str(tmp_path / "media"))
+    server = RelayServer(settings, clock=Clock(), code_sender=sender)
+    await server.start()
+    harness = Harness(server, sender, Clock())
+    yield harness
+    await harness.aclose()
+    with contextlib.suppress(Exception):
+        await server.stop()
+
+
+PAIRS = 4
+NODES = 2
+
+
+@pytest.mark.parametrize("how", ["restart -m fast", "stop -m immediate, start"])
+async def test_a_postgres_restart_under_load_loses_nothing_and_shows_nothing_twice(
+    how: str,
+    private_pg: PrivatePostgres,
+    private_db: str,
+    registrar: Harness,
+    tmp_path: Path,
+    stop_nodes: list[Node],  # noqa: F811
+) -> None:
+    pairs = [(await registrar.new_device(), await registrar.new_device()) for _ in range(PAIRS)]
+    await registrar.server.stop()
+    bus = f"{NATS_URL}/t{secrets.token_hex(5)}"
+    nodes = [Node(private_db, bus, tmp_path / "media") for _ in range(NODES)]
+    stop_nodes.extend(nodes)
+    for node in nodes:
+        node.start()
+    await asyncio.gather(*(node.ready() for node in nodes))
+    balancer = Balancer(nodes)
+    await balancer.start()
+    senders = [Connection(balancer.url, a.token) for a, _ in pairs]
+    receivers = [Connection(balancer.url, b.token) for _, b in pairs]
+    acked: list[set[str]] = [set() for _ in range(PAIRS)]
+    failed: list[BaseException] = []
+    received: list[list[Any]] = [[] for _ in range(PAIRS)]
+    stop = asyncio.Event()
+
+    async def send_loop(i: int) -> None:
+        to, n = pairs[i][1], 0
+        in_flight: set[asyncio.Task[str]] = set()
+
+        def done(task: asyncio.Task[str]) -> None:
+            in_flight.discard(task)
+            if task.exception() is not None:
+                failed.append(task.exception())  # type: ignore[arg-type]
+            else:
+                acked[i].add(task.result())
+
+        while not stop.is_set():
+            task = asyncio.create_task(
+                senders[i].send(to.account_id, {to.device_id: b"x"}, id=f"p{i}-{n}")
+            )
+            n += 1
+            in_flight.add(task)
+            task.add_done_callback(done)
+            while len(in_flight) >= 8:
+                await asyncio.sleep(0.001)
+        await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def recv_loop(i: int) -> None:
+        while True:
+            received[i].append(await receivers[i].recv(timeout=None))
+
+    try:
+        for conn in senders + receivers:
+            await conn.connect()
+        send_tasks = [asyncio.create_task(send_loop(i)) for i in range(PAIRS)]
+        recv_tasks = [asyncio.create_task(recv_loop(i)) for i in range(PAIRS)]
+        await until(lambda: all(len(r) >= 20 for r in received), "traffic on every pair")
+        resent = sum(c.resent for c in senders)
+        if how == "restart -m fast":
+            await asyncio.to_thread(private_pg.ctl, "restart", "fast")
+        else:
+            await asyncio.to_thread(private_pg.ctl, "stop", "immediate")
+            # while the database is down, senders are told their envelopes were not stored
+            await until(lambda: sum(c.resent for c in senders) > resent, "an 'unavailable' answer")
+            await asyncio.to_thread(private_pg.ctl, "start")
+        after = sum(len(a) for a in acked)
+        # the nodes reconnect to the database on their own; traffic goes on
+        await until(
+            lambda: sum(len(a) for a in acked) >= after + 100 * PAIRS, "traffic after the restart"
+        )
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*send_tasks), 60)
+        assert failed == []  # every send was stored in the end (some after a resend)
+        assert all(node.proc is not None and node.proc.poll() is None for node in nodes)
+        await until(
+            lambda: all(acked[i] <= {it.id for it in received[i]} for i in range(PAIRS)),
+            "every acknowledged envelope delivered",
+            seconds=60,
+        )
+        for i in range(PAIRS):
+            ids = [it.id for it in received[i]]
+            dupes = [k for k, v in Counter(ids).items() if v > 1]
+            assert dupes == [], f"pair {i} was shown {dupes[:5]} twice"
+        # the batches cut off by the restart were answered 'unavailable' and resent
+        assert sum(c.resent for c in senders) > resent
+        for t in recv_tasks:
+            t.cancel()
+    finally:
+        stop.set()
+        for conn in senders + receivers:
+            await conn.close()
+        await balancer.close()
+
+
+async def test_a_server_that_refuses_writes_is_an_error_to_senders_never_an_ack(
+    private_pg: PrivatePostgres, private_db: str, registrar: Harness
+) -> None:
+    """The database turns read-only under the relay (a failover to a standby, an operator
+    stopping writes): every send is answered ``unavailable``, reads and connections go on, and
+    once writes are allowed again the same relay stores what is resent."""
+    alice, bob = await registrar.new_device(), await registrar.new_device()
+    raw = await alice.connect(resend_unavailable=False)  # sees the answer itself
+    sdk = await alice.connect()
+    inbox = await bob.connect()
+    await raw.send(bob.account_id, {bob.device_id: b"before"}, id="before")
+
+    admin = await asyncpg.connect(private_pg.url())
+    try:
+        await admin.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        await admin.execute("SELECT pg_reload_conf()")
+        # the relay's open sessions take the change at their next statement
+        with pytest.raises(Unavailable) as refused:
+            await raw.send(bob.account_id, {bob.device_id: b"refused"}, id="refused")
+        assert refused.value.code == "unavailable"
+        assert "read-only" in refused.value.message
+        pending = asyncio.create_task(
+            sdk.send(bob.account_id, {bob.device_id: b"resent"}, id="resent")
+        )
+        await until(lambda: sdk.resent >= 2, "the SDK resends what was refused")
+        assert not pending.done()
+    finally:
+        await admin.execute("ALTER SYSTEM RESET default_transaction_read_only")
+        await admin.execute("SELECT pg_reload_conf()")
+        await admin.close()
+    assert await asyncio.wait_for(pending, 30) == "resent"
+    await raw.send(bob.account_id, {bob.device_id: b"after"}, id="after")
+    got = [await inbox.recv() for _ in range(3)]
+    assert [i.id for i in got] == ["before", "resent", "after"]
+    with contextlib.suppress(TimeoutError):
+        extra = await inbox.recv(timeout=0.5)
+        raise AssertionError(f"{extra.id} arrived but was never acknowledged")
