@@ -96,6 +96,7 @@ class Connection:
         self.seen: OrderedDict[int, None] = OrderedDict()
         self.ack_upto = 0
         self.acked = 0
+        self.handled = 0  # the highest seq ever acknowledged, over every connection
         self._ack_scheduled = False
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -244,6 +245,9 @@ class Connection:
             case Deliver(items=items):
                 for item in items:
                     if item.seq in self.seen:
+                        if item.seq <= self.handled:  # redelivered after a lost ack
+                            self.ack_upto = max(self.ack_upto, item.seq)
+                            self._schedule_ack()
                         continue
                     self.seen[item.seq] = None
                     if len(self.seen) > 100_000:
@@ -301,6 +305,7 @@ class Connection:
         self._ack_scheduled = False
         if self.ack_upto > self.acked and self.ws is not None:
             self.acked = self.ack_upto
+            self.handled = max(self.handled, self.acked)
             task = asyncio.ensure_future(self._send(Ack(upto=self.acked)))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 

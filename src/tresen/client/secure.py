@@ -13,6 +13,9 @@ What it does for the application:
   messages or 7 days;
 - decrypts every received item and returns a :class:`Message`, or an :class:`Undecryptable`
   with the reason a check failed (never the plaintext of a failed check);
+- loses nothing the relay handed over: an item is acknowledged only once its events are in the
+  device's store, in the same commit as the crypto state its decryption advanced, and each
+  event stays there until the application asks for the next one (see :meth:`SecureDevice.recv`);
 - reports device changes of the people it talks to (:class:`SecurityCodeChanged`, a warning if
   the account had a verified device) and runs SAS verification (:meth:`SecureDevice.verify`).
 
@@ -139,6 +142,13 @@ class VerificationUpdate(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Event = Message | Undecryptable | Receipt | GroupChange | SecurityCodeChanged | VerificationUpdate
+_EVENT_TYPES: dict[str, type[Event]] = {
+    t.__name__: t
+    for t in (Message, Undecryptable, Receipt, GroupChange, SecurityCodeChanged, VerificationUpdate)
+}
+#: the store's rows of received events not handled yet, and the seq every item up to is stored
+INBOX = "inbox"
+HANDLED = "~handled"
 
 
 class _GroupView(msgspec.Struct):
@@ -167,6 +177,12 @@ class SecureDevice:
         self.verifications: dict[str, SasVerification] = {}
         self.notices: asyncio.Queue[Any] = asyncio.Queue()
         self._watcher: asyncio.Task[None] | None = None
+        #: store keys of received events not yet handled (by ``id()`` of the event)
+        self._keys: dict[int, str] = {}
+        self._current = ""  # the key of the event recv() returned last
+        self._done_staged = False
+        self._handled_seq = 0  # every item up to this seq is in the store
+        self._restore_inbox()
 
     @classmethod
     def open(
@@ -208,7 +224,8 @@ class SecureDevice:
     async def start(self) -> None:
         """Connect, publish keys (first start) or top them up, and watch for ``keys_low``."""
         if self.device.conn is None:
-            await self.device.connect()
+            await self.device.connect(auto_ack=False)
+        self.device._live().auto_ack = False  # items are acknowledged once stored (recv)
         await self.top_up()
         if self._watcher is None:
             self._watcher = asyncio.create_task(self._watch_notices(), name="tresen-keys")
@@ -220,6 +237,8 @@ class SecureDevice:
                 await self._watcher
         await self.device.close()
         if self.machine.store is not None:
+            self.done()  # a clean close: the event returned last was handled
+            self._commit_done()
             self.machine.store.close()
 
     async def __aenter__(self) -> SecureDevice:
@@ -506,19 +525,66 @@ class SecureDevice:
     # ------------------------------------------------------------ receiving
 
     async def recv(self, timeout: float | None = 10.0) -> Event:
-        """The next event: a message, an undecryptable item, a receipt or a notice."""
+        """The next event: a message, an undecryptable item, a receipt or a notice.
+
+        Asking for the next event marks the one returned before as handled (or call
+        :meth:`done`). Until then it stays in the device's store: after a crash or a restart the
+        events not handled yet come again first, so handle each one idempotently (by its id).
+        """
+        self.done()
         async with asyncio.timeout(timeout):
             while not self.events:
-                item = await self.device._live().recv(None)
-                await self.handle(item)
-            return self.events.popleft()
+                self._commit_done()  # before waiting, not once per event
+                conn = self.device._live()
+                items = [await conn.recv(None)]
+                while not conn.inbox.empty():  # what already arrived shares one commit
+                    items.append(conn.inbox.get_nowait())
+                await self._take(items)
+            event = self.events.popleft()
+            self._current = self._keys.pop(id(event), "")
+            return event
+
+    def done(self) -> None:
+        """Mark the event :meth:`recv` returned last as handled (the next ``recv`` does too)."""
+        if self._current and self.machine.store is not None:
+            self.machine.store.delete(INBOX, self._current)
+            self._done_staged = True
+        self._current = ""
+
+    def _commit_done(self) -> None:
+        if self._done_staged and self.machine.store is not None:
+            self.machine.store.commit()
+        self._done_staged = False
 
     async def handle(self, item: Item) -> None:
+        """Take one item: decrypt, store its events with the crypto state, acknowledge it."""
+        await self._take([item])
+
+    async def _take(self, items: list[Item]) -> None:
+        store = self.machine.store
+        async with self.lock:
+            for item in items:
+                if item.seq and item.seq <= self._handled_seq:
+                    continue  # stored before a restart or a reconnect: only the ack was lost
+                before = len(self.events)
+                await self._on_item(item)
+                for n in range(before, len(self.events)):
+                    event = self.events[n]
+                    key = f"{item.seq:020d}.{n - before:04d}"
+                    self._keys[id(event)] = key
+                    if store is not None:
+                        store.put(INBOX, key, [type(event).__name__, msgspec.to_builtins(event)])
+                self._handled_seq = max(self._handled_seq, item.seq)
+            if store is not None:
+                store.put(INBOX, HANDLED, self._handled_seq)
+            self.machine.save()  # one commit: crypto state, events, and what they came from
+            self._done_staged = False
+        await self.device._live().ack(self._handled_seq)
+
+    async def _on_item(self, item: Item) -> None:
         match item.kind:
             case "message":
-                async with self.lock:
-                    await self._decrypt_item(item)
-                    self.machine.save()
+                await self._decrypt_item(item)
             case "group":
                 self._on_group_notice(item)
             case "delivered" | "read" | "expired":
@@ -531,6 +597,19 @@ class SecureDevice:
                         ts=item.ts,
                     )
                 )
+
+    def _restore_inbox(self) -> None:
+        """Events stored but not handled before the last stop come first."""
+        store = self.machine.store
+        if store is None:
+            return
+        rows = store.all(INBOX)
+        self._handled_seq = int(rows.pop(HANDLED, 0))
+        for key in sorted(rows):
+            kind, data = rows[key]
+            event = msgspec.convert(data, _EVENT_TYPES[kind])
+            self._keys[id(event)] = key
+            self.events.append(event)
 
     def _on_group_notice(self, item: Item) -> None:
         try:

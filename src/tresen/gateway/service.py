@@ -36,6 +36,8 @@ log = logging.getLogger("tresen.gateway")
 STATUS_RANK = {"accepted": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4}
 TEMPLATE_CACHE_SECONDS = 10.0
 DAY_MS = 86_400_000
+#: tries to handle one received event (waits of 0.5, 1, 2, 4, then 8 s: about 50 s in all)
+HANDLING_ATTEMPTS = 10
 
 
 def token_hash(token: str) -> str:
@@ -352,16 +354,28 @@ class Gateway:
                 log.warning("number %s: receiving failed (%s); retrying", line.number.id, exc)
                 await asyncio.sleep(1)
                 continue
-            try:
-                match event:
-                    case Message():
-                        await self._on_message(line, event)
-                    case Receipt():
-                        await self.on_receipt(line, event)
-                    case Undecryptable():
-                        await self._on_undecryptable(line, event)
-            except Exception:
-                log.exception("number %s: handling %s failed", line.number.id, type(event))
+            # the event stays in the device's store until the next recv(): a crash brings it
+            # again; a failure (the database restarting) is retried for about 50 s
+            for attempt in range(HANDLING_ATTEMPTS):
+                try:
+                    match event:
+                        case Message():
+                            await self._on_message(line, event)
+                        case Receipt():
+                            await self.on_receipt(line, event)
+                        case Undecryptable():
+                            await self._on_undecryptable(line, event)
+                    break
+                except Exception:
+                    last = attempt == HANDLING_ATTEMPTS - 1
+                    log.exception(
+                        "number %s: handling %s failed%s",
+                        line.number.id,
+                        type(event).__name__,
+                        "; giving up on it" if last else "; retrying",
+                    )
+                    if not last:
+                        await asyncio.sleep(min(0.5 * 2**attempt, 8.0))
 
     async def _on_message(self, line: Line, msg: Message) -> None:
         from tresen.gateway.content import inbound, wamid
