@@ -141,10 +141,37 @@ class VerificationUpdate(msgspec.Struct, frozen=True, kw_only=True):
     cancel_code: str = ""
 
 
-Event = Message | Undecryptable | Receipt | GroupChange | SecurityCodeChanged | VerificationUpdate
+class RelayNotice(msgspec.Struct, frozen=True, kw_only=True):
+    """A notice the relay itself wrote (so not end-to-end encrypted), ``type`` from its body:
+    ``business_first_contact`` for a person; ``template_status`` and ``quality_update`` for a
+    business's devices (docs/business-rules.md)."""
+
+    id: str
+    type: str
+    body: dict[str, Any]
+    ts: int
+
+
+Event = (
+    Message
+    | Undecryptable
+    | Receipt
+    | GroupChange
+    | SecurityCodeChanged
+    | VerificationUpdate
+    | RelayNotice
+)
 _EVENT_TYPES: dict[str, type[Event]] = {
     t.__name__: t
-    for t in (Message, Undecryptable, Receipt, GroupChange, SecurityCodeChanged, VerificationUpdate)
+    for t in (
+        Message,
+        Undecryptable,
+        Receipt,
+        GroupChange,
+        SecurityCodeChanged,
+        VerificationUpdate,
+        RelayNotice,
+    )
 }
 #: the store's rows of received events not handled yet, and the seq every item up to is stored
 INBOX = "inbox"
@@ -587,6 +614,8 @@ class SecureDevice:
                 await self._decrypt_item(item)
             case "group":
                 self._on_group_notice(item)
+            case "notice":
+                self._on_relay_notice(item)
             case "delivered" | "read" | "expired":
                 self.events.append(
                     Receipt(
@@ -610,6 +639,15 @@ class SecureDevice:
             event = msgspec.convert(data, _EVENT_TYPES[kind])
             self._keys[id(event)] = key
             self.events.append(event)
+
+    def _on_relay_notice(self, item: Item) -> None:
+        try:
+            body = msgspec.json.decode(item.body)
+            kind = str(body["type"])
+        except (msgspec.DecodeError, KeyError, TypeError):
+            log.warning("ignoring a malformed relay notice %s", item.id)
+            return
+        self.events.append(RelayNotice(id=item.id, type=kind, body=body, ts=item.ts))
 
     def _on_group_notice(self, item: Item) -> None:
         try:

@@ -21,13 +21,14 @@ from typing import Any
 
 from tresen.client.business import BusinessAPI
 from tresen.client.device import AsyncDevice, Credentials
-from tresen.client.secure import Message, Receipt, SecureDevice, Undecryptable
+from tresen.client.secure import Message, Receipt, RelayNotice, SecureDevice, Undecryptable
 from tresen.errors import TresenError
 from tresen.gateway import store
 from tresen.gateway.batch import GroupWriter
 from tresen.gateway.cloudapi.errors import GraphError, from_relay, unknown_node
 from tresen.gateway.media import MediaRecord, MediaService
 from tresen.gateway.models import Number, Person
+from tresen.gateway.watch import do_poll
 from tresen.gateway.webhooks import payloads
 from tresen.gateway.webhooks.outbox import Outbox, RetryPolicy
 from tresen.storage.engine import Database, Row, Txn
@@ -80,6 +81,8 @@ class Line:
     templates: dict[tuple[str, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)
     #: the relay's business view (greeting and away settings, ``away_now``), briefly cached
     business: tuple[float, dict[str, Any]] | None = None
+    #: one comparison with the relay's templates and quality at a time (watch.py)
+    watching: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def api(self) -> Any:
@@ -146,8 +149,6 @@ class Gateway:
                 self.tokens[number.token_hash] = number.id
 
     async def _watch_numbers(self) -> None:
-        from tresen.gateway.watch import do_poll
-
         polled = 0.0
         while True:
             await asyncio.sleep(self.settings.refresh_seconds)
@@ -345,6 +346,10 @@ class Gateway:
     # ------------------------------------------------------------ receiving
 
     async def _receive(self, line: Line) -> None:
+        try:  # what the relay's notices are compared against from now on
+            await do_poll(self, line)
+        except Exception as exc:
+            log.warning("number %s: reading templates and quality failed: %s", line.number.id, exc)
         while True:
             try:
                 event = await line.secure.recv(None)
@@ -365,6 +370,8 @@ class Gateway:
                             await self.on_receipt(line, event)
                         case Undecryptable():
                             await self._on_undecryptable(line, event)
+                        case RelayNotice(type="template_status" | "quality_update"):
+                            await do_poll(self, line)  # the webhook now, not at the next poll
                     break
                 except Exception:
                     last = attempt == HANDLING_ATTEMPTS - 1

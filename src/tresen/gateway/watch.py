@@ -1,10 +1,13 @@
 """Relay-side changes the business hears about by webhook: template reviews
 (``message_template_status_update``) and the quality rating (``phone_number_quality_update``).
 
-The relay has no event stream for these, so the gateway polls it (``watch_seconds``) and
-compares with what it last saw (``gw_watch``); each change is written with its webhook event
-in one transaction. A template first seen while still PENDING is only recorded; one first
-seen after its review (created elsewhere, or reviewed before the first poll) is reported.
+The relay tells the number's device of each change (a ``template_status`` or
+``quality_update`` notice); the gateway then compares the relay's templates and quality with
+what it last saw (``gw_watch``), and also every ``watch_seconds`` in case a notice was missed (a
+notice can expire unread while the gateway is down for weeks). Each change is written with its
+webhook event in one transaction. A template first seen while still PENDING is only recorded;
+one first seen after its review (created elsewhere, or reviewed before the first poll) is
+reported.
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ async def templates_of(line: Line) -> list[dict[str, Any]]:
 
 async def do_poll(gw: Gateway, line: Line) -> int:
     """Compare the relay's templates and quality with the last poll; returns events queued."""
+    async with line.watching:
+        return await _compare(gw, line)
+
+
+async def _compare(gw: Gateway, line: Line) -> int:
     number = line.number
     templates = await templates_of(line)
     account = await line.biz.account()
