@@ -439,3 +439,19 @@ async def test_media_headers_in_interactive_and_template(
         graph_error(r, 400, 132012)
     finally:
         await sheena.close()
+
+
+async def test_a_message_that_expires_undelivered_is_reported_failed(
+    biz: Business, hook: Receiver, relay: Harness, tmp_path: Path
+) -> None:
+    sheena, to = await writer(biz, hook, relay, tmp_path)
+    await sheena.close()  # her phone stays off
+    r = await biz.send({"messaging_product": "whatsapp", "to": to, "text": {"body": "gate 12"}})
+    assert r.status_code == 200, r.text
+    wamid = r.json()["messages"][0]["id"]
+    await status_of(hook, wamid, "sent")
+    relay.clock.advance(relay.services.settings.envelope_ttl_seconds + 1)
+    assert await relay.services.envelopes.do_purge_expired() >= 1  # with receipts to her
+    failed = await status_of(hook, wamid, "failed")
+    assert failed["errors"][0]["code"] == 131026
+    assert failed["recipient_user_id"] == to
