@@ -33,7 +33,7 @@ import pytest
 from tests.conftest import DeviceHandle, Harness
 from tests.security._world import World, build_world
 from tresen.client import Connection
-from tresen.errors import DeviceListMismatch, InvalidRequest, TresenError
+from tresen.errors import DeviceListMismatch, InvalidRequest, LimitExceeded, TresenError
 from tresen.protocol.codes import Code
 from tresen.protocol.frames import Error, Presence
 
@@ -590,8 +590,9 @@ async def test_every_relay_route_refuses_the_wrong_principal(world: World) -> No
 # the device's own connection; ``send`` and ``gsend`` reach exactly the recipient's (or the
 # group's) current devices; ``typing`` and ``watch`` obey blocks, membership and presence
 # privacy. A ``read`` receipt cannot be checked against delivery (the relay keeps no history of
-# who received what, by design), so it always names its true sender and a block stops it; a
-# client ignores receipts for envelopes it never sent to that account.
+# who received what, by design), so it always names its true sender, a block stops it, and it
+# takes queue room like any envelope; a client ignores receipts for envelopes it never sent
+# to that account.
 
 
 async def synced(conn: Connection, to: DeviceHandle) -> None:
@@ -693,3 +694,18 @@ async def test_watch_shows_presence_only_as_the_privacy_allows(relay: Harness) -
     assert isinstance(seen, Presence) and (seen.account, seen.online) == (alice.account_id, True)
     with pytest.raises(TimeoutError):
         await watcher.notice(timeout=0.3)
+
+
+@pytest.mark.parametrize("relay_settings", [{"max_queue_per_device": 5}])
+async def test_receipts_take_queue_room(relay: Harness) -> None:
+    """A device's queue limit holds against read receipts too: without it ``read`` frames of
+    1,000 ids each filled an offline device's queue past any limit."""
+    alice, bob = await relay.new_device(), await relay.new_device()
+    conn = await bob.connect()
+    await conn.read(alice.account_id, [f"r{n}" for n in range(5)])
+    await conn.read(alice.account_id, [f"s{n}" for n in range(1000)])
+    error = await next_error(conn)
+    assert error.code == Code.QUEUE_FULL
+    assert len(await relay.fetch_queue(alice.device_id)) == 5
+    with pytest.raises(LimitExceeded):
+        await conn.send(alice.account_id, {alice.device_id: b"one too many"})

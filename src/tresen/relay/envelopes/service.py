@@ -118,13 +118,18 @@ class EnvelopeService:
             )
         self._check_size(frame.id, frame.payloads.values())
         await self._check_room(frame.payloads)
+        pricing = ""
         if self.policy.screen(who.account_id, frame.to, frame.biz):
-            await self.policy.check_envelope(who.account_id, frame.to, frame.biz, frame.id)
+            pricing = await self.policy.check_envelope(
+                who.account_id, frame.to, frame.biz, frame.id
+            )
         items = [
             NewItem(device, "message", frame.id, who.account_id, who.device_id, body)
             for device, body in frame.payloads.items()
         ]
-        return self._op(who, frame.id, items)
+        op = self._op(who, frame.id, items)
+        op.pricing = pricing
+        return op
 
     async def check_group_send(self, who: Principal, frame: SendGroup) -> WriteOp:
         """Validate a group send: one body fanned out to every member device but the sender."""
@@ -208,6 +213,7 @@ class EnvelopeService:
         self.policy.screen(who.account_id, frame.to, None)  # raises if frame.to blocked who
         own = [d for d in await self.directory.devices_of(who.account_id) if d != who.device_id]
         targets = list(senders) + (own if frame.to != who.account_id else [])
+        await self._check_room(targets)  # receipts fill a queue like envelopes do
         self._count(targets, +len(frame.ids))
         items = [
             NewItem(d, "read", envelope_id, who.account_id, who.device_id)
