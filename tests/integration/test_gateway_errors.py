@@ -455,3 +455,28 @@ async def test_a_message_that_expires_undelivered_is_reported_failed(
     failed = await status_of(hook, wamid, "failed")
     assert failed["errors"][0]["code"] == 131026
     assert failed["recipient_user_id"] == to
+
+
+async def test_pricing_in_statuses_is_the_relays(
+    biz: Business, hook: Receiver, relay: Harness, tmp_path: Path
+) -> None:
+    """She came through the business's QR code: the relay's billing makes everything free for
+    72 hours (free_entry_point), which only the relay knows; the status says so."""
+    sheena = await person(relay, tmp_path)
+    try:
+        await sheena.device.api.request(
+            "POST", f"/v1/entry/{biz.boot.relay_account_id}", json={"source": "qr"}
+        )
+        await sheena.send(biz.boot.relay_account_id, "hello from the poster")
+        to = (await hook.next("messages"))["contacts"][0]["user_id"]
+        r = await biz.send({"messaging_product": "whatsapp", "to": to, "text": {"body": "hi"}})
+        assert r.status_code == 200, r.text
+        status = await status_of(hook, r.json()["messages"][0]["id"], "sent")
+        assert status["pricing"] == {
+            "billable": False,
+            "pricing_model": "PMP",
+            "category": "service",
+            "type": "free_entry_point",
+        }
+    finally:
+        await sheena.close()

@@ -97,6 +97,8 @@ class Connection:
         self.ack_upto = 0
         self.acked = 0
         self.handled = 0  # the highest seq ever acknowledged, over every connection
+        #: what the relay's billing applies to a business's sent messages (``pricing_of``)
+        self.priced: OrderedDict[str, str] = OrderedDict()
         self._ack_scheduled = False
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -259,6 +261,11 @@ class Connection:
                     self.ack_upto = max(self.ack_upto, items[-1].seq)
                     self._schedule_ack()
             case Sent(ids=ids, ts=ts):
+                for envelope_id, pricing in frame.pricing.items():
+                    if envelope_id in self.pending:
+                        self.priced[envelope_id] = pricing
+                        if len(self.priced) > 10_000:  # nobody asks: keep the newest
+                            self.priced.popitem(last=False)
                 for envelope_id in ids:
                     self._tries.pop(envelope_id, None)
                     entry = self.pending.pop(envelope_id, None)
@@ -362,6 +369,10 @@ class Connection:
         )
         await self._request(frame)
         return frame.id
+
+    def pricing_of(self, envelope_id: str) -> str:
+        """A business's sent message: the relay's pricing type, once (``""`` if not told)."""
+        return self.priced.pop(envelope_id, "")
 
     async def recv(self, timeout: float | None = 10.0) -> Item:
         async with asyncio.timeout(timeout):

@@ -168,7 +168,10 @@ async def deliver(
     except BaseException:
         line.inflight.pop(envelope_id, None)
         raise
-    await gw.do_record_sent(line, person, envelope_id, kind, category, opaque, "sent")
+    pricing = line.secure.device._live().pricing_of(envelope_id)  # the relay's billing
+    await gw.do_record_sent(
+        line, person, envelope_id, kind, category, opaque, "sent", pricing=pricing
+    )
     for receipt in line.inflight.pop(envelope_id, []):
         await gw.on_receipt(line, receipt)
     return envelope_id

@@ -510,16 +510,24 @@ class Gateway:
         opaque: str,
         status: str,
         errors: list[dict[str, Any]] | None = None,
+        *,
+        pricing: str = "",
     ) -> None:
-        """Record an outbound message and its first status (``sent`` or ``failed``) at once."""
+        """Record an outbound message and its first status (``sent`` or ``failed``) at once.
+
+        ``pricing``: what the relay's billing applies (told with ``sent``); without it (a
+        failed send, an older relay) the gateway's own view of the rules stands in."""
         number, now = line.number, self.now_ms()
 
         async def write(txn: Txn) -> None:
-            wrote = await store.last_inbound(txn, number.id, person.account_id)
-            pricing = payloads.pricing_type(category, wrote is not None and now - wrote < DAY_MS)
+            kind_of_price = pricing
+            if not kind_of_price:
+                wrote = await store.last_inbound(txn, number.id, person.account_id)
+                window = wrote is not None and now - wrote < DAY_MS
+                kind_of_price = payloads.pricing_type(category, window)
             await store.insert_message(
                 txn, number.id, envelope_id, "out", person.account_id, kind, "accepted",
-                category, opaque, now, pricing,
+                category, opaque, now, kind_of_price,
             )  # fmt: skip
             await self.status_in(txn, number, envelope_id, status, now, errors)
 

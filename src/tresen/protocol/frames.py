@@ -129,10 +129,14 @@ class Welcome(Frame, tag="welcome"):
 
 
 class Sent(Frame, tag="sent"):
-    """The single tick: these envelope ids are stored durably (a resent id is reported again)."""
+    """The single tick: these envelope ids are stored durably (a resent id is reported again).
+
+    ``pricing``: for a business's messages, the pricing type the relay's billing applies
+    (``regular``, ``free_customer_service``, ``free_entry_point``; docs/business-rules.md)."""
 
     ids: list[str]
     ts: int
+    pricing: dict[str, str] = {}
 
 
 class Item(msgspec.Struct, omit_defaults=True):

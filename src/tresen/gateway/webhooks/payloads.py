@@ -47,9 +47,10 @@ def message(number: Number, person: Person, msg: dict[str, Any]) -> dict[str, An
 
 
 def pricing_type(category: str, window_open: bool) -> str:
-    """The relay's per-message pricing as the gateway can see it (docs/business-rules.md):
-    service replies are free, utility templates inside the 24-hour window are free, other
-    templates are billed. (An entry-point window, known only to the relay, is not seen.)"""
+    """The relay's per-message pricing as the gateway can see it (docs/business-rules.md),
+    where the relay did not say (its ``sent`` carries the pricing it applies): service replies
+    are free, utility templates inside the 24-hour window are free, other templates are
+    billed. (An entry-point window, known only to the relay, is not seen.)"""
     if category.upper() in FREE or (category.upper() == "UTILITY" and window_open):
         return "free_customer_service"
     return "regular"

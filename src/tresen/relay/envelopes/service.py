@@ -118,13 +118,18 @@ class EnvelopeService:
             )
         self._check_size(frame.id, frame.payloads.values())
         await self._check_room(frame.payloads)
+        pricing = ""
         if self.policy.screen(who.account_id, frame.to, frame.biz):
-            await self.policy.check_envelope(who.account_id, frame.to, frame.biz, frame.id)
+            pricing = await self.policy.check_envelope(
+                who.account_id, frame.to, frame.biz, frame.id
+            )
         items = [
             NewItem(device, "message", frame.id, who.account_id, who.device_id, body)
             for device, body in frame.payloads.items()
         ]
-        return self._op(who, frame.id, items)
+        op = self._op(who, frame.id, items)
+        op.pricing = pricing
+        return op
 
     async def check_group_send(self, who: Principal, frame: SendGroup) -> WriteOp:
         """Validate a group send: one body fanned out to every member device but the sender."""

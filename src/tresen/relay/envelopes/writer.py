@@ -51,6 +51,8 @@ class WriteOp:
     dedupe: tuple[int, str] | None = None
     ttl_ms: int = 0
     done: Done | None = None
+    #: a business message's pricing type, told to the sender with ``sent``
+    pricing: str = ""
 
 
 class Writer:

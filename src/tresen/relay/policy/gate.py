@@ -42,6 +42,7 @@ from tresen.relay.policy.state import (
     DAY_MS,
     ENTRY_WINDOW_MS,
     Bucket,
+    PricingType,
     Thread,
     pricing_type,
     tier_limit,
@@ -172,22 +173,25 @@ class PolicyGate:
 
     async def check_envelope(
         self, sender: int, recipient: int, biz: BizMeta | None, envelope_id: str
-    ) -> None:
-        """Refuse a 1:1 envelope the policy forbids (raises), else record what it changes."""
+    ) -> str:
+        """Refuse a 1:1 envelope the policy forbids (raises), else record what it changes and
+        return a business message's pricing type (``""`` for other traffic)."""
         if sender == recipient:
-            return
+            return ""
         if (recipient, sender) in self.blocks:
             raise PolicyRefused("message undeliverable", code=Code.MESSAGE_UNDELIVERABLE)
         if sender in self.businesses:
-            await self._business_send(sender, recipient, biz or SERVICE, envelope_id)
+            pricing = await self._business_send(sender, recipient, biz or SERVICE, envelope_id)
             if recipient in self.businesses:  # business to business: the recipient's window
                 await self._person_wrote(recipient, sender)
-        elif biz is not None:
+            return pricing
+        if biz is not None:
             if not await self._is_business(sender):
                 raise InvalidRequest("only business accounts mark envelopes with 'biz'")
-            await self._business_send(sender, recipient, biz, envelope_id)
-        elif recipient in self.businesses:
+            return await self._business_send(sender, recipient, biz, envelope_id)
+        if recipient in self.businesses:
             await self._person_wrote(recipient, sender)
+        return ""
 
     def blocked(self, by: int, who: int) -> bool:
         return (by, who) in self.blocks
@@ -232,7 +236,7 @@ class PolicyGate:
 
     async def _business_send(
         self, business: int, person: int, biz: BizMeta, envelope_id: str
-    ) -> None:
+    ) -> PricingType:
         now = self.clock.now_ms()
         self._check_meta(biz)
         state = await self._biz(business)
@@ -304,6 +308,7 @@ class PolicyGate:
                 now,
             )
         )
+        return kind_of_price
 
     @staticmethod
     def _check_meta(biz: BizMeta) -> None:

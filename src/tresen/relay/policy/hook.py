@@ -20,8 +20,10 @@ class EnvelopePolicy(Protocol):
 
     async def check_envelope(
         self, sender: int, recipient: int, biz: BizMeta | None, envelope_id: str
-    ) -> None:
-        """Raise a TresenError if the policy refuses this 1:1 envelope."""
+    ) -> str:
+        """Raise a TresenError if the policy refuses this 1:1 envelope; else return the pricing
+        type of a business message (``regular``, ``free_customer_service``,
+        ``free_entry_point``), ``""`` for anything else."""
         ...
 
     def check_group_send(self, sender: int) -> None:
@@ -43,8 +45,8 @@ class OpenPolicy:
 
     async def check_envelope(
         self, sender: int, recipient: int, biz: BizMeta | None, envelope_id: str
-    ) -> None:
-        return None
+    ) -> str:
+        return ""
 
     def check_group_send(self, sender: int) -> None:
         return None

@@ -118,6 +118,7 @@ class Connection:
         self.stream: DeviceStream | None = None
         self.outbox: deque[Frame] = deque()
         self.sent_ids: list[str] = []
+        self.sent_pricing: dict[str, str] = {}
         self.wake = asyncio.Event()
         self.closing: tuple[int, str] | None = None
         self.writer_task: asyncio.Task[None] | None = None
@@ -154,7 +155,8 @@ class Connection:
                 self.wake.clear()
                 if self.sent_ids:
                     ids, self.sent_ids = self.sent_ids, []
-                    self.outbox.appendleft(Sent(ids=ids, ts=self.s.clock.now_ms()))
+                    pricing, self.sent_pricing = self.sent_pricing, {}
+                    self.outbox.appendleft(Sent(ids=ids, ts=self.s.clock.now_ms(), pricing=pricing))
                 while self.outbox:
                     frame = self.outbox.popleft()
                     if isinstance(frame, Deliver) and len(frame.items) > batch:
@@ -347,6 +349,8 @@ class Connection:
                 self.error(error, envelope_id)
             else:
                 self.sent_ids.append(envelope_id)
+                if op.pricing and not duplicate:
+                    self.sent_pricing[envelope_id] = op.pricing
                 self.wake.set()
 
         op.done = done
