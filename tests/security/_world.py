@@ -11,12 +11,20 @@ appear only in the owners' private data: no answer to a wrong principal may cont
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.conftest import DeviceHandle, Harness
+from tests.conftest import DeviceHandle, Harness, fresh_phone
+from tests.integration.gateway_harness import Business, Receiver, Uvicorn, start_gateway
+from tresen.gateway import store as gw_store
+from tresen.gateway.app import GatewayServer
+from tresen.gateway.bootstrap import create_number
+from tresen.gateway.models import Bootstrap
+from tresen.gateway.service import token_hash
 from tresen.relay.admin.models import AdminPrincipal
 
 CONSOLE = AdminPrincipal(admin_id=None, name="isolation-tests")
@@ -307,5 +315,158 @@ async def build_world(relay: Harness) -> World:
         "slug": slug,
         "username": username,
         "month": "2026-01",
+    }
+    return world
+
+
+# ---------------------------------------------------------------- the business gateway
+
+
+@dataclass
+class GatewayWorld:
+    """Two numbers on one gateway: ``shop`` (the owner: a template, media, a profile, a
+    webhook, a block, a PIN) and ``rival``; ``rotated`` is shop's token before a rotation."""
+
+    server: GatewayServer
+    http: httpx.AsyncClient
+    shop: Bootstrap
+    rival: Bootstrap
+    shop_token: str
+    rotated: str
+    #: shop's relay device token: not a Cloud API token
+    device_token: str
+    ids: dict[str, Any] = field(default_factory=dict)
+    markers: list[str] = field(default_factory=list)
+
+    def auth(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    async def snapshot(self) -> dict[str, Any]:
+        i = self.ids
+        out: dict[str, Any] = {}
+        for path in (
+            f"/v22.0/{i['phone']}",
+            f"/v22.0/{i['waba']}",
+            f"/v22.0/{i['waba']}/message_templates",
+            f"/v22.0/{i['template']}",
+            f"/v22.0/{i['waba']}/phone_numbers",
+            f"/v22.0/{i['phone']}/whatsapp_business_profile",
+            f"/v22.0/{i['phone']}/block_users",
+            f"/v22.0/{i['waba']}/subscribed_apps",
+            f"/v22.0/{i['phone']}/webhook_deliveries",
+            f"/v22.0/{i['media']}",
+            f"/media-bytes/{i['media']}",
+        ):
+            r = await self.http.get(path, headers=self.auth(self.shop_token))
+            assert r.status_code == 200, f"{path}: {r.text}"
+            is_json = r.headers.get("content-type", "").startswith("application/json")
+            out[path] = scrub(r.json()) if is_json else r.content
+        return out
+
+
+async def build_gateway_world(
+    relay: Harness, db_url: str, tmp: Path
+) -> AsyncIterator[GatewayWorld]:
+    """The gateway world; the webhook receiver runs as long as the world."""
+    async for biz in start_gateway(relay, db_url, tmp):
+        hook = Receiver(biz.boot.app_secret, biz.boot.verify_token)
+        receiver = Uvicorn(hook.app())
+        await receiver.start()
+        try:
+            yield await populate_gateway(relay, biz, tmp, f"{receiver.url}/hook")
+        finally:
+            await receiver.stop()
+
+
+async def populate_gateway(relay: Harness, biz: Business, tmp: Path, hook: str) -> GatewayWorld:
+    db = biz.server.app.db
+    assert db is not None
+
+    async def code(phone: str) -> str:
+        return relay.sender.codes[phone]
+
+    number, rival = await create_number(
+        db, tmp / "gw", relay.url, fresh_phone(), code, name="Rival Air", base_url=biz.url
+    )
+    await biz.server.gateway.open_line(number)
+    shop = biz.boot
+    phone, waba = shop.phone_number_id, shop.waba_id
+    fresh = "TRGW" + secrets.token_urlsafe(32)
+    await db.run_interaction(
+        "gw_token", lambda txn: gw_store.set_token(txn, phone, token_hash(fresh))
+    )
+    await biz.server.gateway.refresh_numbers()
+    line = biz.server.gateway.lines[phone]
+    headers = {"Authorization": f"Bearer {fresh}"}
+    http = biz.http
+    markers: list[str] = []
+
+    def secret(prefix: str) -> str:
+        value = tag(prefix)
+        markers.append(value)
+        return value
+
+    r = await http.post(
+        f"/v22.0/{waba}/subscribed_apps",
+        headers=headers,
+        json={
+            "override_callback_uri": f"{hook}?k={secret('hook')}",
+            "verify_token": shop.verify_token,
+        },
+    )
+    ok(r)
+    name = secret("gw_tpl_")
+    r = await http.post(
+        f"/v22.0/{waba}/message_templates",
+        headers=headers,
+        json={
+            "name": name,
+            "language": "en_US",
+            "category": "UTILITY",
+            "components": [{"type": "BODY", "text": f"Boarding {secret('gwbody-')}"}],
+        },
+    )
+    template = ok(r)["id"]
+    png = bytes.fromhex("89504e470d0a1a0a") + secrets.token_bytes(64)
+    r = await http.post(
+        f"/v22.0/{phone}/media",
+        headers=headers,
+        files={"file": ("pass.png", png, "image/png")},
+        data={"messaging_product": "whatsapp", "type": "image/png"},
+    )
+    media = ok(r)["id"]
+    r = await http.post(
+        f"/v22.0/{phone}/whatsapp_business_profile",
+        headers=headers,
+        json={"messaging_product": "whatsapp", "about": secret("gwabout-")},
+    )
+    ok(r)
+    ok(await http.post(f"/v22.0/{phone}/register", headers=headers, json={"pin": "123456"}))
+    person = await relay.new_device()
+    r = await http.post(
+        f"/v22.0/{phone}/block_users",
+        headers=headers,
+        json={"messaging_product": "whatsapp", "block_users": [{"user": person.phone}]},
+    )
+    assert "added_users" in ok(r)["block_users"], r.text
+    world = GatewayWorld(
+        server=biz.server,
+        http=http,
+        shop=shop,
+        rival=rival,
+        shop_token=fresh,
+        rotated=shop.access_token,
+        device_token=line.number.device_token,
+        markers=markers,
+    )
+    world.ids = {
+        "phone": phone,
+        "waba": waba,
+        "template": template,
+        "template_name": name,
+        "media": media,
+        "person": person.phone,
+        "rival_phone": rival.phone_number_id,
+        "rival_waba": rival.waba_id,
     }
     return world

@@ -25,13 +25,14 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import DeviceHandle, Harness
-from tests.security._world import World, build_world
+from tests.security._world import GatewayWorld, World, build_gateway_world, build_world
 from tresen.client import Connection
 from tresen.errors import DeviceListMismatch, InvalidRequest, LimitExceeded, TresenError
 from tresen.protocol.codes import Code
@@ -42,8 +43,11 @@ PUBLIC, DEVICE, BUSINESS, ADMIN = "public", "device", "business", "admin"
 
 @dataclass(frozen=True)
 class Deny:
+    """Refused with this HTTP status and error code (the gateway's are Graph numbers)."""
+
     status: int
-    code: str
+    code: str | int
+    subcode: int | None = None
 
 
 @dataclass(frozen=True)
@@ -512,16 +516,18 @@ async def call(world: World, method: str, path: str, route: R, token: str | None
     )
 
 
-def judge(world: World, response: httpx.Response, expect: Expect) -> str | None:
+def judge(world: World | GatewayWorld, response: httpx.Response, expect: Expect) -> str | None:
     """What is wrong with ``response`` (None: nothing)."""
     if response.status_code >= 500:
         return f"server error {response.status_code}: {response.text[:300]}"
     if isinstance(expect, Deny):
         try:
-            code = response.json()["error"]["code"]
+            error = response.json()["error"]
+            code, subcode = str(error["code"]), error.get("error_subcode")
         except (ValueError, KeyError, TypeError):
-            code = None
-        if (response.status_code, code) != (expect.status, expect.code):
+            code, subcode = None, None
+        got = (response.status_code, code, subcode if expect.subcode else None)
+        if got != (expect.status, str(expect.code), expect.subcode):
             return (
                 f"expected {expect.status} {expect.code}, got {response.status_code} "
                 f"{response.text[:300]}"
@@ -529,7 +535,11 @@ def judge(world: World, response: httpx.Response, expect: Expect) -> str | None:
     if isinstance(expect, Allowed) and expect.shows:
         return None
     text = response.content.decode("utf-8", "replace")
-    sent = str(response.request.url) + response.request.content.decode("utf-8", "replace")
+    try:
+        body = response.request.content.decode("utf-8", "replace")
+    except httpx.RequestNotRead:  # a multipart upload: no marker in it
+        body = ""
+    sent = str(response.request.url) + body
     leaked = [m for m in world.markers if m in text and m not in sent]  # an echo is no leak
     if leaked:
         return f"answer {response.status_code} shows the owners' private data {leaked}"
@@ -582,6 +592,201 @@ async def test_every_relay_route_refuses_the_wrong_principal(world: World) -> No
     after = await world.snapshot()
     changed = {name: (before[name], after[name]) for name in before if before[name] != after[name]}
     assert not changed, f"the owners' data changed: {changed}"
+
+
+# ---------------------------------------------------------------- the business gateway
+#
+# One gateway serves many numbers; each number's Cloud API token opens only its own phone
+# number, WABA, media, templates, webhook and blocks. Every wrong token (none, unknown, rotated
+# away, the number's relay device token) is 401 with Graph code 190; another number's token on
+# this number's nodes is the Graph "unknown object" (100, subcode 33), as the Cloud API answers.
+
+NO_TOKEN = Deny(401, 190)
+UNKNOWN_NODE = Deny(400, 100, subcode=33)
+
+
+@dataclass(frozen=True)
+class G:
+    """One gateway route: the node ids it is called with (keys of ``GatewayWorld.ids``), and
+    what rival's token gets there. ``own`` calls it once more on rival's own nodes with the
+    same arguments (naming shop's things): it acts on rival's data only."""
+
+    nodes: tuple[dict[str, str], ...] = ()
+    rival: Expect = UNKNOWN_NODE
+    public: bool = False
+    json: Any = None
+    query: dict[str, str] = field(default_factory=dict)
+    upload: bool = False
+    own: dict[str, str] | None = None
+
+
+PHONE = ({"node": "phone"},)
+WABA = ({"node": "waba"},)
+GW_TEMPLATE = {
+    "name": "rival_boarding",
+    "language": "en_US",
+    "category": "UTILITY",
+    "components": [{"type": "BODY", "text": "Boarding now"}],
+}
+BLOCK = {"messaging_product": "whatsapp", "block_users": [{"user": "person"}]}
+
+GATEWAY_ROUTES: dict[tuple[str, str], G] = {
+    ("GET", "/openapi.json"): G(public=True),
+    ("GET", "/healthz"): G(public=True),
+    ("GET", "/docs"): G(public=True),
+    ("GET", "/docs/openapi.json"): G(public=True),
+    ("GET", "/docs/openapi.yaml"): G(public=True),
+    ("GET", "/docs/openapi.yml"): G(public=True),
+    ("GET", "/docs/redoc"): G(public=True),
+    ("GET", "/docs/swagger"): G(public=True),
+    ("GET", "/docs/rapidoc"): G(public=True),
+    ("GET", "/docs/elements"): G(public=True),
+    ("GET", "/docs/oauth2-redirect.html"): G(public=True),
+    ("GET", "/docs/{path}"): G(({"path": "swagger"},), public=True),
+    ("POST", "/{node}/messages"): G(
+        PHONE,
+        json={
+            "messaging_product": "whatsapp",
+            "to": "person",
+            "type": "text",
+            "text": {"body": "hi"},
+        },
+    ),
+    ("POST", "/{node}/media"): G(PHONE, upload=True),
+    ("GET", "/{node}"): G(
+        ({"node": "phone"}, {"node": "waba"}, {"node": "media"}, {"node": "template"})
+    ),
+    # an edit or delete of a node that is none of this number's media is tried as a template,
+    # which the relay refuses: "no template" (132001)
+    ("POST", "/{node}"): G(
+        ({"node": "template"},),
+        Deny(400, 132001),
+        json={"components": [{"type": "BODY", "text": "Changed"}]},
+    ),
+    ("DELETE", "/{node}"): G(({"node": "media"},), Deny(400, 132001)),
+    ("GET", "/media-bytes/{media_id}"): G(({"media_id": "media"},)),
+    ("GET", "/{node}/message_templates"): G(WABA, query={"name": "template_name"}, own={}),
+    ("POST", "/{node}/message_templates"): G(WABA, json=GW_TEMPLATE),
+    ("DELETE", "/{node}/message_templates"): G(
+        WABA, query={"name": "template_name"}, own={"node": "rival_waba"}
+    ),
+    ("GET", "/{node}/phone_numbers"): G(WABA),
+    ("GET", "/{node}/whatsapp_business_profile"): G(PHONE),
+    ("POST", "/{node}/whatsapp_business_profile"): G(
+        PHONE, json={"messaging_product": "whatsapp", "about": "taken over"}
+    ),
+    ("POST", "/{node}/register"): G(PHONE, json={"pin": "654321"}),
+    ("POST", "/{node}/deregister"): G(PHONE),
+    ("GET", "/{node}/block_users"): G(PHONE),
+    ("POST", "/{node}/block_users"): G(PHONE, json=BLOCK),
+    ("DELETE", "/{node}/block_users"): G(PHONE, json=BLOCK, own={"node": "rival_phone"}),
+    ("GET", "/{node}/subscribed_apps"): G(WABA),
+    ("POST", "/{node}/subscribed_apps"): G(
+        WABA, json={"override_callback_uri": "http://127.0.0.1:9/stolen"}
+    ),
+    ("DELETE", "/{node}/subscribed_apps"): G(WABA),
+    ("GET", "/{node}/webhook_deliveries"): G(PHONE),
+    ("POST", "/{node}/webhook_deliveries/{delivery}/replay"): G(
+        ({"node": "phone", "delivery": "1"},)
+    ),
+}
+
+
+def gateway_routes(world: GatewayWorld) -> set[tuple[str, str]]:
+    routes: set[tuple[str, str]] = set()
+    for route in world.server.app.http.routes:
+        path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
+        for handler in getattr(route, "route_handlers", []):
+            routes |= {(m, path) for m in handler.http_methods - {"OPTIONS", "HEAD"}}
+    return routes
+
+
+async def gateway_call(
+    world: GatewayWorld, method: str, path: str, route: G, params: dict[str, str], token: str | None
+) -> httpx.Response:
+    ids = world.ids
+    url = re.sub(r"\{(\w+)\}", lambda m: str(ids.get(params[m.group(1)], params[m.group(1)])), path)
+    if not route.public:
+        url = "/v22.0" + url
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    body = route.json
+    if body is not None:
+        body = {k: [{"user": ids["person"]}] if k == "block_users" else v for k, v in body.items()}
+        body = {k: ids["person"] if v == "person" else v for k, v in body.items()}
+    files = None
+    if route.upload:
+        files = {"file": ("x.png", bytes.fromhex("89504e470d0a1a0a") + b"\x00" * 8, "image/png")}
+    return await world.http.request(
+        method,
+        url,
+        params={k: ids.get(v, v) for k, v in route.query.items()},
+        json=body,
+        files=files,
+        data={"messaging_product": "whatsapp", "type": "image/png"} if route.upload else None,
+        headers=headers,
+    )
+
+
+@pytest.fixture
+async def gateway(relay: Harness, db_url: str, tmp_path: Path) -> AsyncIterator[GatewayWorld]:
+    async for world in build_gateway_world(relay, db_url, tmp_path):
+        yield world
+
+
+async def test_every_gateway_route_refuses_the_wrong_number(gateway: GatewayWorld) -> None:
+    served = gateway_routes(gateway)
+    assert served - set(GATEWAY_ROUTES) == set(), "gateway routes without an isolation entry"
+    assert set(GATEWAY_ROUTES) - served == set(), "entries for gateway routes that are gone"
+    before = await gateway.snapshot()
+    wrong = [
+        ("no token", None),
+        ("an unknown token", "TRGW" + "x" * 43),
+        ("a rotated token", gateway.rotated),
+        ("the number's relay device token", gateway.device_token),
+    ]
+    problems: list[str] = []
+    calls = 0
+    for (method, path), route in GATEWAY_ROUTES.items():
+        for params in route.nodes or ({},):
+            tried: list[tuple[str, str | None, Expect, dict[str, str]]]
+            if route.public:
+                tried = [("anonymous", None, PUB, params)]
+            else:
+                tried = [(who, token, NO_TOKEN, params) for who, token in wrong]
+                tried.append(
+                    ("another number (rival)", gateway.rival.access_token, route.rival, params)
+                )
+                if route.own is not None:
+                    tried.append(
+                        (
+                            "rival on its own nodes",
+                            gateway.rival.access_token,
+                            OWN,
+                            {**params, **route.own},
+                        )
+                    )
+            for who, token, expect, where in tried:
+                response = await gateway_call(gateway, method, path, route, where, token)
+                calls += 1
+                problem = judge(gateway, response, expect)
+                if problem:
+                    problems.append(f"{method} {path} {where} as {who}: {problem}")
+    # deleting shop's template by id with rival's token: last, as a success would end it
+    for who, token, expect in [
+        *[(w, t, NO_TOKEN) for w, t in wrong],
+        ("another number (rival)", gateway.rival.access_token, Deny(400, 132001)),
+    ]:
+        response = await gateway_call(
+            gateway, "DELETE", "/{node}", G(), {"node": "template"}, token
+        )
+        calls += 1
+        problem = judge(gateway, response, expect)
+        if problem:
+            problems.append(f"DELETE /{{node}} (template) as {who}: {problem}")
+    assert not problems, f"{len(problems)} of {calls} calls:\n" + "\n".join(problems)
+    after = await gateway.snapshot()
+    changed = {name: (before[name], after[name]) for name in before if before[name] != after[name]}
+    assert not changed, f"shop's data changed: {changed}"
 
 
 # ---------------------------------------------------------------- the WebSocket
