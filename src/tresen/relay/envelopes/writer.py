@@ -118,6 +118,10 @@ class Writer:
 
         async def interaction(txn: Txn) -> tuple[list[bool], list[QueueRow]]:
             duplicates: list[bool] = []
+            # per device, commit order = seq order, across nodes (store.lock_queues). Taken
+            # first, so that its lock timeout also bounds the wait for an id that another
+            # node's open batch claimed (a node frozen mid-batch, its sender resending here)
+            await store.lock_queues(txn, [it.device for op in batch for it in op.items])
             keys = list(dict.fromkeys(op.dedupe for op in batch if op.dedupe is not None))
             unclaimed = await store.claim_envelope_ids(txn, keys, now) if keys else set()
             fresh: list[NewItem] = []
@@ -136,8 +140,6 @@ class Writer:
                 deletes.extend(op.deletes)
             rows: list[QueueRow] = []
             if fresh:
-                # per device, commit order = seq order, across nodes (store.lock_queues)
-                await store.lock_queues(txn, [it.device for it in fresh])
                 seqs = await txn.next_ids("queue_seq", len(fresh))
                 rows = [
                     (
