@@ -815,6 +815,8 @@ def headline(result: dict[str, Any]) -> dict[str, float | None]:
         flat[f"latency_ms_{rate}_p50"] = lat["p50"]
         flat[f"latency_ms_{rate}_p99"] = lat["p99"]
     flat["rss_kb_per_idle_conn"] = result.get("rss_kb_per_idle_conn")
+    for phase in ("deliver", "receipt"):
+        flat[f"{phase}_server_cpu_us_per_msg"] = result.get("server_cpu_us_per_msg", {}).get(phase)
     return flat
 
 
@@ -834,7 +836,7 @@ def summary(results: dict[str, Any], servers: list[str]) -> None:
     keys: list[str] = []
     for flat in flats.values():
         keys += [k for k in flat if k not in keys]
-    head = f"{'':24}" + "".join(f"{s:>13}" for s in servers)
+    head = f"{'':30}" + "".join(f"{s:>13}" for s in servers)
     print(head + "".join(f"{'tresen/' + p:>17}" for p in peers), file=sys.stderr)
     for key in keys:
         cells = []
@@ -842,7 +844,7 @@ def summary(results: dict[str, Any], servers: list[str]) -> None:
             lat = _latency(results[s], key)
             star = "*" if lat is not None and lat.get("saturated") else ""
             cells.append(f"{relay._cell(flats[s].get(key))}{star}")
-        line = f"{key:24}" + "".join(f"{x:>13}" for x in cells)
+        line = f"{key:30}" + "".join(f"{x:>13}" for x in cells)
         for p in peers:
             line += f"{relay._cell(results[f'tresen_vs_{p}'].get(key)):>17}"
         print(line, file=sys.stderr)
@@ -852,13 +854,13 @@ def summary(results: dict[str, Any], servers: list[str]) -> None:
         for s in servers:
             f = results[s].get("phases", results[s].get("phases_cpu_median", {})).get(phase, {})
             cells.append(f"{f.get('loadgen_cpu_pct', '-')} / {f.get('relay_cpu_pct', '-')}")
-        print(f"  {phase:22}" + "".join(f"{x:>13}" for x in cells), file=sys.stderr)
+        print(f"  {phase:28}" + "".join(f"{x:>13}" for x in cells), file=sys.stderr)
     others = [results[s].get("others_cpu_pct") for s in servers]
     line = "".join(f"{relay._cell(x):>13}" for x in others)
-    print(f"  {'other processes':22}{line}", file=sys.stderr)
+    print(f"  {'other processes':28}{line}", file=sys.stderr)
     print(
         "(* the server did not sustain that rate; tresen/peer above 1 is better for msgs/s, "
-        "worse for ms and KB; 100 % CPU = one core)",
+        "worse for ms, KB and CPU µs; 100 % CPU = one core)",
         file=sys.stderr,
     )
 
@@ -969,6 +971,7 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             with Others() as others:
                 result = await run_server(name, args, opts)
             result["others_cpu_pct"] = others.pct
+            result.update(cpu_per_message(result.get("phases", {})))
             relay.log(f"[{name}] other processes used {others.pct} % CPU meanwhile")
             rounds[name].append(result)
     return {name: merge(results) for name, results in rounds.items()}
@@ -994,6 +997,25 @@ async def run_server(name: str, args: argparse.Namespace, opts: relay.Options) -
         return {"version": server.version, "failures": {"setup": str(exc)}}
     finally:
         await server.stop()
+
+
+def cpu_per_message(phases: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """CPU µs per message of the server and of the load generator in the closed-loop phases.
+
+    Steadier than msgs/s on a shared machine: a server that gets less CPU delivers less, but
+    spends about the same on each message.
+    """
+    out: dict[str, dict[str, float]] = {"server_cpu_us_per_msg": {}, "loadgen_cpu_us_per_msg": {}}
+    for phase in ("deliver", "receipt"):
+        f = phases.get(phase)
+        if f and f["msgs_per_s"]:
+            out["server_cpu_us_per_msg"][phase] = round(
+                f["relay_cpu_pct"] * 1e4 / f["msgs_per_s"], 1
+            )
+            out["loadgen_cpu_us_per_msg"][phase] = round(
+                f["loadgen_cpu_pct"] * 1e4 / f["msgs_per_s"], 1
+            )
+    return out
 
 
 class Others:
@@ -1034,8 +1056,13 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("deliver_msgs_per_s", "receipt_msgs_per_s", "rss_kb_per_idle_conn"):
         out[key] = _median([r.get(key) for r in results])
     out["others_cpu_pct"] = _median([r.get("others_cpu_pct") for r in results])
+    for key in ("server_cpu_us_per_msg", "loadgen_cpu_us_per_msg"):
+        out[key] = {
+            phase: _median([r.get(key, {}).get(phase) for r in results])
+            for phase in ("deliver", "receipt")
+        }
     latency: dict[str, Any] = {}
-    for rate in {rate for r in results for rate in r.get("latency_ms", {})}:
+    for rate in sorted({rate for r in results for rate in r.get("latency_ms", {})}, key=int):
         runs = [r["latency_ms"][rate] for r in results if rate in r.get("latency_ms", {})]
         latency[rate] = {q: _median([x[q] for x in runs]) for q in ("p50", "p99")}
         latency[rate]["achieved_msgs_per_s"] = _median([x["achieved_msgs_per_s"] for x in runs])
@@ -1095,7 +1122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpu_pct_note": "100 = one core busy; relay_cpu_pct is the server's (tresen's relay, "
         "ejabberd's Erlang VM, prosody's Lua process); others_cpu_pct: every other process on "
         "the machine during that server's run",
-        "ratio_note": "tresen/peer: above 1 is better for msgs/s, worse for ms and KB",
+        "ratio_note": "tresen/peer: above 1 is better for msgs/s, worse for ms, KB and CPU µs",
         "window_note": "tresen: a message leaves the window on the relay's 'sent' (persisted); "
         "XMPP: when the receiver has it (receipt phase: when its receipt is back)",
     }
