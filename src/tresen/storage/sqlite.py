@@ -37,6 +37,15 @@ log = logging.getLogger("tresen.storage")
 
 _TYPES = {"BYTEA": "BLOB"}
 
+#: SQLite's answers for a disk that is full, failing or read-only, or a database another writer
+#: holds: nothing was written, and the caller may try again (the relay answers ``unavailable``)
+_STORAGE_FAULTS = {
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_READONLY,
+}
+
 
 class SqliteTxn:
     __slots__ = ("conn",)
@@ -150,8 +159,16 @@ class SqliteDatabase:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = await fn(SqliteTxn(conn))
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException as exc:
+                if conn.in_transaction:  # after some errors (SQLITE_FULL) SQLite rolled back
+                    conn.execute("ROLLBACK")
+                if (
+                    isinstance(exc, sqlite3.Error)
+                    and exc.sqlite_errorcode & 0xFF in _STORAGE_FAULTS
+                ):
+                    raise Unavailable(
+                        f"storage unavailable during {name}: {exc}; try again"
+                    ) from exc
                 raise
             try:
                 await asyncio.get_running_loop().run_in_executor(
@@ -160,7 +177,9 @@ class SqliteDatabase:
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                raise Unavailable(f"could not commit {name}: {exc}") from exc
+                raise Unavailable(
+                    f"storage unavailable: could not commit {name}: {exc}; try again"
+                ) from exc
             self._writes += 1
         timer.done()
         return result
