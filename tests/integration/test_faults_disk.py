@@ -99,9 +99,9 @@ def db_url(disk: SmallDisk) -> str:
 async def test_a_full_disk_is_an_error_to_senders_and_sends_work_again_when_room_returns(
     relay: Harness, disk: SmallDisk
 ) -> None:
-    alice, bob = await relay.new_device(), await relay.new_device()
+    alice, carol, bob = [await relay.new_device() for _ in range(3)]
     raw = await alice.connect(resend_unavailable=False)  # sees the relay's answer itself
-    sdk = await alice.connect()
+    sdk = await carol.connect()
     inbox = await bob.connect(auto_ack=False)  # no deletes: they would free room again
     to = {bob.device_id: BODY}
     acked = [await raw.send(bob.account_id, to, id="before")]

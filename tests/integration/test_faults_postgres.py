@@ -246,9 +246,9 @@ async def test_a_server_that_refuses_writes_is_an_error_to_senders_never_an_ack(
     """The database turns read-only under the relay (a failover to a standby, an operator
     stopping writes): every send is answered ``unavailable``, reads and connections go on, and
     once writes are allowed again the same relay stores what is resent."""
-    alice, bob = await registrar.new_device(), await registrar.new_device()
+    alice, carol, bob = [await registrar.new_device() for _ in range(3)]
     raw = await alice.connect(resend_unavailable=False)  # sees the answer itself
-    sdk = await alice.connect()
+    sdk = await carol.connect()
     inbox = await bob.connect()
     await raw.send(bob.account_id, {bob.device_id: b"before"}, id="before")
 
