@@ -10,7 +10,13 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.di import NamedDependency
-from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.exceptions import (
+    HTTPException,
+    InternalServerException,
+    NotAuthorizedException,
+    ValidationException,
+)
+from msgspec import ValidationError
 
 from tresen.errors import TresenError
 from tresen.protocol.codes import Code
@@ -44,6 +50,10 @@ def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any
         return error_response(400, Code.BAD_REQUEST, f"invalid request: {exc.detail}", errors=extra)
     if isinstance(exc, NotAuthorizedException):
         return error_response(401, Code.UNAUTHORIZED, exc.detail)
+    if isinstance(exc, InternalServerException) and isinstance(exc.__cause__, ValidationError):
+        # Litestar blames a dependency when the failing field shares a dependency's name (a
+        # body's "accounts" and the ``accounts`` service): it was the request's value
+        return error_response(400, Code.BAD_REQUEST, f"invalid request: {exc.__cause__}")
     code = {404: Code.NOT_FOUND, 405: Code.BAD_REQUEST, 413: Code.ENVELOPE_TOO_LARGE}.get(
         exc.status_code, Code.BAD_REQUEST if exc.status_code < 500 else Code.INTERNAL
     )
