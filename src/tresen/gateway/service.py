@@ -36,6 +36,8 @@ from tresen.storage.engine import Database, Row, Txn
 log = logging.getLogger("tresen.gateway")
 STATUS_RANK = {"accepted": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4}
 TEMPLATE_CACHE_SECONDS = 10.0
+RECIPIENT_CACHE_SECONDS = 30.0
+RECIPIENT_CACHE_SIZE = 50_000
 DAY_MS = 86_400_000
 #: tries to handle one received event (waits of 0.5, 1, 2, 4, then 8 s: about 50 s in all)
 HANDLING_ATTEMPTS = 10
@@ -83,6 +85,8 @@ class Line:
     business: tuple[float, dict[str, Any]] | None = None
     #: one comparison with the relay's templates and quality at a time (watch.py)
     watching: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: recipients as sent in ``to`` -> (until, person): a send needs no lookup when cached
+    recipients: dict[str, tuple[float, Person]] = field(default_factory=dict)
 
     @property
     def api(self) -> Any:
@@ -295,7 +299,21 @@ class Gateway:
         return found
 
     async def resolve(self, line: Line, to: str) -> Person:
-        """A recipient given as a business-scoped id (``TR.…``) or a phone number."""
+        """A recipient given as a business-scoped id (``TR.…``) or a phone number (briefly
+        cached: a phone the person shares later shows within ``RECIPIENT_CACHE_SECONDS``)."""
+        now = self.clock()
+        cached = line.recipients.get(to)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        person = await self._resolve(line, to)
+        if len(line.recipients) >= RECIPIENT_CACHE_SIZE:
+            line.recipients = {k: v for k, v in line.recipients.items() if v[0] > now}
+            if len(line.recipients) >= RECIPIENT_CACHE_SIZE:
+                line.recipients.clear()
+        line.recipients[to] = (now + RECIPIENT_CACHE_SECONDS, person)
+        return person
+
+    async def _resolve(self, line: Line, to: str) -> Person:
         number = line.number.id
         to = to.strip()
         if "." in to:
