@@ -328,7 +328,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         errors: dict[int, int] = {}
         sent = 0
         path = f"/v22.0/{boot['phone_number_id']}/messages"
-        stop = time.perf_counter() + args.seconds
+        start = time.perf_counter()
+        stop = start + args.seconds
 
         async def worker(k: int) -> None:
             nonlocal sent
@@ -336,6 +337,12 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             clients.append(client)
             n = k
             while time.perf_counter() < stop:
+                due = 0.0
+                if args.rate:  # open loop: request n is due at start + n / rate
+                    due = start + n / args.rate
+                    if due >= stop:
+                        return
+                    await asyncio.sleep(due - time.perf_counter())
                 to = scoped[n % len(scoped)]
                 n += args.window
                 body = json.dumps(
@@ -346,7 +353,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                         "text": {"body": f"message {n}"},
                     }
                 ).encode()
-                t0 = time.perf_counter()
+                t0 = due or time.perf_counter()  # a late start counts (no coordinated omission)
                 status, _ = await client.request("POST", path, body)
                 latencies.append(time.perf_counter() - t0)
                 if status == 200:
@@ -354,11 +361,13 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 else:
                     errors[status] = errors.get(status, 0) + 1
 
-        log(f"sending for {args.seconds}s with {args.window} requests in flight")
+        pace = f" at {args.rate:g}/s" if args.rate else ""
+        log(f"sending for {args.seconds}s{pace} with up to {args.window} requests in flight")
         pids = {"relay": relay.pid, "gateway": gateway.pid, "people": people.pid}
         pids["business (load + webhooks)"] = os.getpid()
         cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        t0 = time.perf_counter()
+        t0 = start = time.perf_counter()
+        stop = start + args.seconds
         await asyncio.gather(*(worker(k) for k in range(args.window)))
         elapsed = time.perf_counter() - t0
         expected = 2 * sent  # sent + delivered per message
@@ -373,6 +382,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         return {
             "people": args.people,
             "window": args.window,
+            "rate": args.rate,
             "seconds": round(elapsed, 2),
             "sent": sent,
             "errors": errors,
@@ -403,6 +413,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=5.0, help="measured sending time")
     p.add_argument("--window", type=int, default=32, help="requests in flight")
     p.add_argument("--people", type=int, default=8, help="recipients (one device each)")
+    p.add_argument(
+        "--rate", type=float, default=0.0, help="requests/s, open loop (0: as fast as it goes)"
+    )
     p.add_argument(
         "--sqlite-synchronous", default="normal", choices=["normal", "full"], help="gateway DB"
     )
