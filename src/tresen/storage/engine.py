@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any, Protocol, TypeVar
 
+from tresen.errors import InvalidRequest
+
 T = TypeVar("T")
 Row = Sequence[Any]
 
@@ -122,6 +124,15 @@ class InteractionTimer:
             log.warning("slow interaction %s took %.3fs", self.name, took)
 
 
+def unstorable(exc: Exception) -> InvalidRequest:
+    """A value from the request that the database cannot hold: an integer past 64 bits (SQLite:
+    ``OverflowError``; PostgreSQL: a data exception), text with NUL (PostgreSQL). The caller
+    raises it ``from exc``: a bad request, not a fault of the server."""
+    return InvalidRequest(
+        "a value in the request is out of range (integers are at most 2^63-1, text has no NUL)"
+    )
+
+
 def sqlite_path(url: str) -> str | None:
     """``sqlite:///rel/path.db`` is relative, ``sqlite:////abs/path.db`` absolute."""
     if not url.startswith("sqlite://"):
@@ -157,4 +168,5 @@ __all__ = [
     "load_migrations",
     "open_database",
     "sqlite_path",
+    "unstorable",
 ]

@@ -16,6 +16,7 @@ from tresen.storage.engine import (
     InteractionTimer,
     Row,
     load_migrations,
+    unstorable,
 )
 
 T = TypeVar("T")
@@ -116,6 +117,8 @@ class PostgresDatabase:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 result = await fn(PostgresTxn(conn))
+        except asyncpg.exceptions.DataError as exc:  # SQLSTATE class 22: the value, not us
+            raise unstorable(exc) from exc
         except _UNAVAILABLE as exc:
             raise Unavailable(
                 f"storage unavailable during {name} ({type(exc).__name__}: {exc}); try again"

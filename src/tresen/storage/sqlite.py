@@ -30,6 +30,7 @@ from tresen.storage.engine import (
     InteractionTimer,
     Row,
     load_migrations,
+    unstorable,
 )
 
 T = TypeVar("T")
@@ -150,7 +151,10 @@ class SqliteDatabase:
         timer = InteractionTimer(name)
         if not write:
             assert self._read is not None, "database is not open"
-            result = await fn(SqliteTxn(self._read))
+            try:
+                result = await fn(SqliteTxn(self._read))
+            except OverflowError as exc:
+                raise unstorable(exc) from exc
             timer.done()
             return result
         async with self._lock:
@@ -162,6 +166,8 @@ class SqliteDatabase:
             except BaseException as exc:
                 if conn.in_transaction:  # after some errors (SQLITE_FULL) SQLite rolled back
                     conn.execute("ROLLBACK")
+                if isinstance(exc, OverflowError):
+                    raise unstorable(exc) from exc
                 if (
                     isinstance(exc, sqlite3.Error)
                     and exc.sqlite_errorcode & 0xFF in _STORAGE_FAULTS
