@@ -50,7 +50,7 @@ class Codec(Generic[F]):
             if _BAD_TAG.search(text):
                 raise FrameError(f"unknown frame type: {text}", code=Code.UNKNOWN_FRAME) from None
             raise FrameError(f"invalid frame: {text}") from None
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeEncodeError) as exc:  # text with a lone surrogate
             raise FrameError(f"undecodable frame ({self.format}): {exc}") from None
 
 
