@@ -905,12 +905,13 @@ async def test_watch_shows_presence_only_as_the_privacy_allows(relay: Harness) -
 async def test_receipts_take_queue_room(relay: Harness) -> None:
     """A device's queue limit holds against read receipts too: without it ``read`` frames of
     1,000 ids each filled an offline device's queue past any limit."""
-    alice, bob = await relay.new_device(), await relay.new_device()
+    alice, bob, carol = [await relay.new_device() for _ in range(3)]
     conn = await bob.connect()
     await conn.read(alice.account_id, [f"r{n}" for n in range(5)])
     await conn.read(alice.account_id, [f"s{n}" for n in range(1000)])
     error = await next_error(conn)
     assert error.code == Code.QUEUE_FULL
+    await synced(conn, carol)
     assert len(await relay.fetch_queue(alice.device_id)) == 5
     with pytest.raises(LimitExceeded):
         await conn.send(alice.account_id, {alice.device_id: b"one too many"})
