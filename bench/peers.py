@@ -75,7 +75,8 @@ def install_hint(package: str, version: str) -> str:
         f"{package} is not installed: install Debian's package ({version} on Debian 12) with\n"
         f"    apt-get install -y {package}\n"
         f"The benchmark starts its own {package} on 127.0.0.1 with a configuration it writes;\n"
-        f"the system service can stay stopped. Or leave it out: --peers with the others."
+        "the system service can stay stopped. Or leave it out with --peers (--peers '' runs\n"
+        "tresen alone)."
     )
 
 
