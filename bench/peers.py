@@ -669,7 +669,7 @@ async def connect_all(
 
 
 async def run_xmpp(server: XmppServer, opts: relay.Options) -> dict[str, Any]:
-    """Register the users, start the server, run the phases, stop it."""
+    """Start the server, register the users, run the phases, stop the server."""
     name = server.name
     result: dict[str, Any] = {"version": server.version}
     load_phases = [p for p in opts.phases if p != "idle"]
