@@ -186,6 +186,10 @@ class Relay:
             **os.environ,
             "TRESEN_FRAMES_PER_SECOND": "1000000",
             "TRESEN_FRAME_BURST": "1000000",
+            # every bench client comes from 127.0.0.1: lift the per-address limits too
+            "TRESEN_MAX_CONNECTIONS_PER_ADDRESS": "1000000",
+            "TRESEN_FRAMES_PER_SECOND_PER_ADDRESS": "100000000",
+            "TRESEN_FRAME_BURST_PER_ADDRESS": "100000000",
             "TRESEN_CODE_ATTEMPTS_PER_ADDRESS_PER_HOUR": "100000000",
             "TRESEN_SQLITE_SYNCHRONOUS": self.synchronous,
         }

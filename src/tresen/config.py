@@ -65,9 +65,34 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     #: websockets-based protocol through ASGI (the same path any ASGI server would take)
     websocket: Literal["native", "asgi"] = "native"
     heartbeat_seconds: float = 30.0
+    #: frames (of any kind) one device may send: a sustained rate and a burst, kept across its
+    #: reconnects; past them each data frame is answered ``rate_limited`` (docs/protocol.md)
     frames_per_second: float = 500.0
     frame_burst: int = 2_000
+    #: the same for all the connections from one client address together
+    frames_per_second_per_address: float = 5_000.0
+    frame_burst_per_address: int = 20_000
     max_frame_bytes: int = 1024 * 1024
+    #: a message over ``max_frame_bytes`` is skipped unread (``envelope_too_large``) up to this
+    #: size; a frame header announcing more closes the connection at once with 1009
+    max_frame_skip_bytes: int = 8 * 1024 * 1024
+    # connection limits and slow clients (docs/operations.md, "Limits")
+    #: WebSocket connections this node holds at once: past it the upgrade gets 503
+    max_connections: int = 50_000
+    #: from one client address (X-Forwarded-For from a trusted proxy): past it 429
+    max_connections_per_address: int = 256
+    #: across one account's devices on this node: past it close 4429 ``too_many_connections``
+    max_connections_per_account: int = 16
+    #: per device: a newer connection closes the oldest with 4409 ``connected_elsewhere``
+    max_connections_per_device: int = 1
+    #: an HTTP request head (a WebSocket upgrade too) must arrive whole within this: else 408
+    request_head_timeout_seconds: float = 10.0
+    #: after the upgrade, the hello frame must arrive within this: else close 4408
+    hello_timeout_seconds: float = 10.0
+    #: a request body or WebSocket message that has begun must keep coming: it may take this
+    #: long plus one second for every ``receive_min_bytes_per_second`` bytes (408 / close 4408)
+    receive_timeout_seconds: float = 10.0
+    receive_min_bytes_per_second: int = 500
     # media blobs (ciphertext only; see docs/media.md)
     #: where blob files live; empty: a ``media`` folder next to the SQLite file (or
     #: ``tresen-data/media`` on PostgreSQL)

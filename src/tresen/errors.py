@@ -8,11 +8,13 @@ TresenError
 ├── Unauthorized              401  unauthorized, token_revoked, invalid_code, code_expired
 ├── Forbidden                 403  forbidden, not_group_member, not_group_admin
 ├── NotFound                  404  not_found, unknown_recipient, unknown_group
-├── Conflict                  409  username_taken, account_exists, device_limit, group_full
+├── Conflict                  409  username_taken, account_exists, device_limit, group_full,
+│                                  connected_elsewhere
 │   └── DeviceListMismatch    409  device_list_mismatch (fields: the current device lists)
 ├── PayloadTooLarge           413  envelope_too_large, media_too_large
 ├── RangeNotSatisfiable       416  range_not_satisfiable (fields: size)
-├── LimitExceeded             429  rate_limited, queue_full, too_many_in_flight (retry_after)
+├── LimitExceeded             429  rate_limited, queue_full, too_many_in_flight,
+│                                  too_many_connections (retry_after)
 ├── Unavailable               503  unavailable, internal
 ├── PolicyRefused             400  the relay's business policy refused an envelope: 131026,
 │                                  131047, 131048, 131050, 131042, 131009, 132001, 132015,
@@ -206,6 +208,8 @@ _BY_CODE: dict[Code, type[TresenError]] = {
     Code.BUSINESS_GROUP_SEND: PolicyRefused,
     Code.INVALID_RATE_CARD: InvalidRequest,
     Code.TEMPLATE_LIMIT: Conflict,
+    Code.TOO_MANY_CONNECTIONS: LimitExceeded,
+    Code.CONNECTED_ELSEWHERE: Conflict,
 }
 
 #: WebSocket close codes (4000-4999 are the application's own range).
@@ -214,6 +218,8 @@ CLOSE_CODES: dict[Code, int] = {
     Code.TOKEN_REVOKED: 4403,
     Code.UNSUPPORTED_PROTOCOL: 4400,
     Code.UNAVAILABLE: 4503,
+    Code.TOO_MANY_CONNECTIONS: 4429,
+    Code.CONNECTED_ELSEWHERE: 4409,
 }
 
 

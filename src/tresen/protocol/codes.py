@@ -94,6 +94,9 @@ class Code(StrEnum):
     TEMPLATE_LIMIT = "template_limit"
     # media blobs (issue 3), continued
     MEDIA_QUOTA_EXCEEDED = "media_quota_exceeded"
+    # connection limits (issue 6; docs/protocol.md)
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    CONNECTED_ELSEWHERE = "connected_elsewhere"
 
 
 __all__ = ["Code"]

@@ -151,7 +151,7 @@ class RelayApp:
         self.settings = settings
         self.clock = clock
         self.code_sender = code_sender
-        self.hub = Hub()
+        self.hub = Hub(settings)
         self._services: Services | None = None
         self.http = self._build_http()
 

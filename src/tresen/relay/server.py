@@ -13,6 +13,7 @@ from tresen.config import Settings
 from tresen.relay.accounts.senders import CodeSender
 from tresen.relay.app import RelayApp
 from tresen.relay.clock import Clock
+from tresen.relay.transport.httpguard import guarded_http_protocol
 from tresen.relay.transport.wsnative import native_protocol
 
 
@@ -24,6 +25,7 @@ def uvicorn_config(
         host=settings.host,
         port=settings.port,
         lifespan="on",
+        http=guarded_http_protocol(settings),
         ws=native_protocol(app) if settings.websocket == "native" else "websockets-sansio",
         ws_max_size=settings.max_frame_bytes + 1024,
         ws_ping_interval=settings.heartbeat_seconds,

@@ -25,6 +25,7 @@ from tresen.bus.events import (
     PresenceEvent,
     TypingEvent,
 )
+from tresen.config import Settings
 from tresen.errors import CLOSE_CODES, LimitExceeded, TresenError, Unauthorized
 from tresen.protocol.codec import Codec, FrameError, server_codec
 from tresen.protocol.codes import Code
@@ -55,7 +56,7 @@ from tresen.relay.accounts.models import Principal
 from tresen.relay.envelopes.delivery import DeviceStream
 from tresen.relay.envelopes.writer import WriteOp
 from tresen.relay.services import Services
-from tresen.relay.transport.ratelimit import TokenBucket
+from tresen.relay.transport.ratelimit import KeyedLimiter
 
 log = logging.getLogger("tresen.ws")
 
@@ -64,7 +65,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send_ = Callable[[Message], Awaitable[None]]
 
-HELLO_TIMEOUT = 10.0
+#: frames waiting for the writer before the reader stops reading (a peer that floods and does
+#: not read is held back by TCP instead of growing the outbox)
+OUTBOX_HIGH = 1024
 
 
 class Link(Protocol):
@@ -94,10 +97,85 @@ def choose_subprotocol(offered: list[str]) -> tuple[str | None, str | None]:
 
 
 class Hub:
-    """The connections this node holds, to drain them on shutdown."""
+    """The connections this node holds: counted for the connection limits, with the frame
+    buckets per device and per address, and drained on shutdown.
 
-    def __init__(self) -> None:
-        self.connections: set[Connection] = set()
+    Every count changes in one synchronous step on the event loop (no ``await`` between a check
+    and its update), so connects and disconnects racing each other never miscount.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.connections: set[Connection] = set()  # authenticated (after hello)
+        self.sockets = 0  # upgraded sockets, from the upgrade until they close
+        self.per_address: dict[str, int] = {}
+        self.per_account: dict[int, int] = {}
+        self.per_device: dict[int, list[Connection]] = {}  # oldest first
+        keys = max(100_000, 2 * settings.max_connections)
+        self.device_frames = KeyedLimiter(settings.frames_per_second, settings.frame_burst, keys)
+        self.address_frames = KeyedLimiter(
+            settings.frames_per_second_per_address, settings.frame_burst_per_address, keys
+        )
+
+    def admit(self, address: str) -> tuple[int, str] | None:
+        """Count a new socket from ``address``, or give the HTTP status and reason to refuse it."""
+        s = self.settings
+        if self.sockets >= s.max_connections:
+            return 503, "this relay node holds all the connections it may; retry later"
+        held = self.per_address.get(address, 0)
+        if held >= s.max_connections_per_address:
+            return 429, f"too many connections from {address} (at most {held} at once)"
+        self.sockets += 1
+        self.per_address[address] = held + 1
+        return None
+
+    def release(self, address: str) -> None:
+        """The socket :meth:`admit` counted has closed."""
+        self.sockets -= 1
+        left = self.per_address[address] - 1
+        if left:
+            self.per_address[address] = left
+        else:
+            del self.per_address[address]
+
+    def attach(self, conn: Connection, who: Principal) -> None:
+        """Count an authenticated connection. Past the device's limit its oldest connection is
+        closed (4409, the newest wins: the old one is most often a dead socket not yet noticed);
+        past the account's limit this one is refused (``too_many_connections``)."""
+        s = self.settings
+        per_device = max(1, s.max_connections_per_device)
+        mine = self.per_device.get(who.device_id, [])
+        replacing = len(mine) >= per_device
+        held = self.per_account.get(who.account_id, 0)
+        if not replacing and held >= s.max_connections_per_account:
+            raise LimitExceeded(
+                f"this account has {held} connections to this relay, the most it may",
+                code=Code.TOO_MANY_CONNECTIONS,
+                retry_after=s.heartbeat_seconds,
+            )
+        while len(mine) >= per_device:
+            old = mine[0]
+            self.detach(old)
+            old.close(CLOSE_CODES[Code.CONNECTED_ELSEWHERE], "connected elsewhere")
+        self.per_device.setdefault(who.device_id, []).append(conn)
+        self.per_account[who.account_id] = self.per_account.get(who.account_id, 0) + 1
+        self.connections.add(conn)
+
+    def detach(self, conn: Connection) -> None:
+        """Stop counting ``conn`` (once; later calls do nothing)."""
+        who = conn.who
+        if conn not in self.connections or who is None:
+            return
+        self.connections.discard(conn)
+        mine = self.per_device[who.device_id]
+        mine.remove(conn)
+        if not mine:
+            del self.per_device[who.device_id]
+        left = self.per_account[who.account_id] - 1
+        if left:
+            self.per_account[who.account_id] = left
+        else:
+            del self.per_account[who.account_id]
 
     async def close_all(self, code: int = 1012, reason: str = "relay restarting") -> None:
         for conn in list(self.connections):
@@ -109,11 +187,19 @@ class Hub:
 
 
 class Connection:
-    def __init__(self, services: Services, hub: Hub, link: Link, codec: Codec[ClientFrame]):
+    def __init__(
+        self,
+        services: Services,
+        hub: Hub,
+        link: Link,
+        codec: Codec[ClientFrame],
+        address: str = "unknown",
+    ) -> None:
         self.s = services
         self.hub = hub
         self.link = link
         self.codec = codec
+        self.address = address
         self.who: Principal | None = None
         self.stream: DeviceStream | None = None
         self.outbox: deque[Frame] = deque()
@@ -125,8 +211,8 @@ class Connection:
         self.subs: list[Subscription] = []
         self.watch_subs: list[Subscription] = []
         self.in_flight = 0
-        settings = services.settings
-        self.bucket = TokenBucket(settings.frames_per_second, settings.frame_burst)
+        self.outbox_room = asyncio.Event()  # set while the outbox is below OUTBOX_HIGH
+        self.outbox_room.set()
 
     # ------------------------------------------------------------ outbound
 
@@ -165,6 +251,7 @@ class Connection:
                     else:
                         self._write(frame)
                 await self.link.flush()
+                self.outbox_room.set()
                 if self.closing is not None:
                     code, reason = self.closing
                     await self.link.close(code, reason)
@@ -189,6 +276,8 @@ class Connection:
             log.exception("delivery to device %s failed; closing its connection", stream.device)
             with contextlib.suppress(Exception):
                 await self.link.close(1011, "try again")
+        finally:
+            self.outbox_room.set()  # a reader waiting for room goes on (and finds the socket gone)
 
     # ------------------------------------------------------------ bus events
 
@@ -216,42 +305,51 @@ class Connection:
     # ------------------------------------------------------------ inbound
 
     async def serve(self) -> None:
-        who = await self._hello()
+        who = await self._hello()  # counted in the hub from here on
         if who is None:
             return
         s = self.s
-        self.who = who
         self.stream = DeviceStream(who.device_id, window=s.settings.delivery_window)
         self.subs.append(s.bus.subscribe(f"device.{who.device_id}", self.on_event))
-        self.hub.connections.add(self)
         s.presence.do_connected(who)
-        self.queue(
-            Welcome(
-                version=PROTOCOL_VERSION,
-                account=who.account_id,
-                device=who.device_id,
-                heartbeat=s.settings.heartbeat_seconds,
-                server_time=s.clock.now_ms(),
-                otk_count=await s.keys.otk_count(who.device_id),
-            )
-        )
-        self.writer_task = asyncio.create_task(self._writer())
         try:
+            self.queue(
+                Welcome(
+                    version=PROTOCOL_VERSION,
+                    account=who.account_id,
+                    device=who.device_id,
+                    heartbeat=s.settings.heartbeat_seconds,
+                    server_time=s.clock.now_ms(),
+                    otk_count=await s.keys.otk_count(who.device_id),
+                )
+            )
+            self.writer_task = asyncio.create_task(self._writer())
             await self._read_loop()
         finally:
             self.close(1000, "bye")
             for sub in self.subs + self.watch_subs:
                 sub.cancel()
-            self.hub.connections.discard(self)
+            self.hub.detach(self)
             await s.presence.do_disconnected(who)
-            await asyncio.gather(self.writer_task, return_exceptions=True)
+            if self.writer_task is not None:
+                await asyncio.gather(self.writer_task, return_exceptions=True)
+
+    def charge(self) -> tuple[float, str]:
+        """Count one frame against its address's bucket and its device's; the seconds to wait
+        (0: go on) and which bucket ran out."""
+        wait = self.hub.address_frames.take(self.address)
+        if wait:
+            return wait, "address"
+        if self.who is not None:
+            wait = self.hub.device_frames.take(str(self.who.device_id))
+        return wait, "device"
 
     async def _hello(self) -> Principal | None:
         try:
-            async with asyncio.timeout(HELLO_TIMEOUT):
+            async with asyncio.timeout(self.s.settings.hello_timeout_seconds):
                 data = await self.link.receive()
         except TimeoutError:
-            await self.link.close(4408, "no hello")
+            await self.link.close(4408, "no hello in time")
             return None
         if data is None:
             return None
@@ -261,9 +359,12 @@ class Connection:
             frame = self.codec.decode(data)
             if not isinstance(frame, Hello):
                 raise Unauthorized("the first frame must be hello with the device token")
-            return await self.s.accounts.access_principal(frame.token)
+            who = await self.s.accounts.access_principal(frame.token)
+            self.hub.attach(self, who)
+            self.who = who
+            return who
         except TresenError as exc:
-            self._write(Error(code=str(exc.code), message=exc.message))
+            self._write(Error(code=str(exc.code), message=exc.message, fields=exc.fields))
             close = CLOSE_CODES.get(exc.code, CLOSE_CODES[Code.UNAUTHORIZED])
             await self.link.flush()
             await self.link.close(close, exc.message[:120])
@@ -272,9 +373,22 @@ class Connection:
     async def _read_loop(self) -> None:
         limit = self.s.settings.max_frame_bytes
         while self.closing is None:
+            while len(self.outbox) >= OUTBOX_HIGH and self.closing is None:
+                self.outbox_room.clear()
+                await self.outbox_room.wait()
             data = await self.link.receive()
             if data is None:
                 return
+            wait, per = self.charge()
+            if wait:
+                self.error(
+                    LimitExceeded(
+                        f"too many frames from this {per}; slow down",
+                        retry_after=round(wait, 3),
+                        per=per,
+                    )
+                )
+                continue
             size = data if isinstance(data, int) else len(data)
             if isinstance(data, int) or size > limit:
                 self.error(
@@ -282,10 +396,6 @@ class Connection:
                         f"frame of {size} bytes exceeds {limit}", code=Code.ENVELOPE_TOO_LARGE
                     )
                 )
-                continue
-            wait = self.bucket.take()
-            if wait:
-                self.error(LimitExceeded("too many frames; slow down", retry_after=round(wait, 3)))
                 continue
             try:
                 frame = self.codec.decode(data)
@@ -399,13 +509,24 @@ async def websocket_endpoint(
     if refusal is not None:
         await send({"type": "websocket.close", "code": 4400, "reason": refusal})
         return
-    accept: Message = {"type": "websocket.accept"}
-    if chosen is not None:
-        accept["subprotocol"] = chosen
-    await send(accept)
-    codec = server_codec(SUBPROTOCOLS[chosen] if chosen else "msgpack")  # type: ignore[arg-type]
-    link = AsgiLink(receive, send, binary=codec.format == "msgpack")
-    await Connection(services, hub, link, codec).serve()
+    client = scope.get("client")
+    address = str(client[0]) if client else "unknown"
+    full = hub.admit(address)
+    if full is not None:  # before the accept: the client sees HTTP 403
+        status, reason = full
+        code = 4429 if status == 429 else CLOSE_CODES[Code.UNAVAILABLE]
+        await send({"type": "websocket.close", "code": code, "reason": reason})
+        return
+    try:
+        accept: Message = {"type": "websocket.accept"}
+        if chosen is not None:
+            accept["subprotocol"] = chosen
+        await send(accept)
+        codec = server_codec(SUBPROTOCOLS[chosen] if chosen else "msgpack")  # type: ignore[arg-type]
+        link = AsgiLink(receive, send, binary=codec.format == "msgpack")
+        await Connection(services, hub, link, codec, address).serve()
+    finally:
+        hub.release(address)
 
 
 __all__ = [

@@ -4,7 +4,8 @@ Bytes go in (:meth:`ServerHandshake.feed`, :meth:`FrameReader.feed`), events and
 come out; nothing here touches a socket, so tests drive it with raw bytes. Only what the relay
 needs is spoken: no extensions (a client's permessage-deflate offer is declined), client frames
 must be masked, control frames are short and whole. A message larger than the limit is skipped
-without being buffered and reported as :class:`TooLarge`, so the connection goes on.
+without being buffered and reported as :class:`TooLarge`, so the connection goes on; one whose
+frame header announces more than ``refuse_above`` is refused at once (1009), before its payload.
 """
 
 from __future__ import annotations
@@ -196,6 +197,8 @@ class FrameReader:
     """Turns the client's byte stream into events. Raises :class:`ProtocolError` on violations."""
 
     max_message: int
+    #: a message growing past this (by a frame header's announced length) raises 1009; 0: never
+    refuse_above: int = 0
     buffer: bytearray = field(default_factory=bytearray)
     parts: list[bytes] = field(default_factory=list)
     part_bytes: int = 0
@@ -260,6 +263,8 @@ class FrameReader:
                 if opcode != OP_CONT and self.in_message:
                     raise ProtocolError("new message before the last one finished")
                 total = (self.skipped if self.skipping else self.part_bytes) + length
+                if self.refuse_above and total > self.refuse_above:
+                    raise ProtocolError(f"message of {total} bytes or more is too big", TOO_BIG)
                 if self.skipping or total > self.max_message:
                     # drop this frame's payload as it streams past, never buffering it
                     if not self.skipping:

@@ -9,18 +9,27 @@ frame against uvicorn's own WebSocket protocols (see bench/README.md).
 Flow control both ways: when a client sends faster than the relay handles its frames, reading
 from its socket pauses; when it reads slower than the relay writes, the writer waits. A peer
 silent for a heartbeat period gets a ping; if nothing comes back by the next one, it is dropped.
+
+Limits (docs/operations.md): the upgrade is counted per client address and per node (the
+:class:`~ws.Hub` refuses past them with 429 / 503); a frame header announcing more than
+``max_frame_skip_bytes`` closes with 1009 before its payload is read; a message that has begun
+must keep coming at ``receive_min_bytes_per_second`` after ``receive_timeout_seconds`` (else close
+4408); control frames count against the same frame buckets as data frames.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ipaddress
 import logging
 from collections import deque
 from http import HTTPStatus
 from typing import Any, ClassVar, Protocol, cast
 
 from typing_extensions import override
+from uvicorn.protocols.utils import get_remote_addr
 
 from tresen.protocol.codec import server_codec
 from tresen.protocol.frames import SUBPROTOCOLS
@@ -32,6 +41,46 @@ log = logging.getLogger("tresen.ws")
 
 PATH = "/v1/ws"
 INBOX_HIGH = 64  # messages waiting for the reader before the socket is paused
+
+
+class TrustedProxies:
+    """uvicorn's ``forwarded_allow_ips``: the peers whose ``X-Forwarded-For`` names the client
+    (the same rule uvicorn applies to HTTP requests, so one client has one address)."""
+
+    def __init__(self, spec: tuple[str, ...]) -> None:
+        self.everyone = "*" in spec
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self.names: set[str] = set()
+        for item in spec:
+            try:
+                self.networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                self.names.add(item)
+
+    def __contains__(self, host: str) -> bool:
+        if self.everyone or host in self.names:
+            return True
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.networks)
+
+    def client(self, peer: str, forwarded_for: str) -> str:
+        """The peer, or behind trusted proxies the nearest hop of ``X-Forwarded-For`` that is
+        not one of them."""
+        if not forwarded_for or peer not in self:
+            return peer
+        hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if hop not in self:
+                return hop
+        return hops[0] if hops else peer
+
+
+@functools.cache
+def trusted_proxies(spec: tuple[str, ...]) -> TrustedProxies:
+    return TrustedProxies(spec)
 
 
 class Endpoint(Protocol):
@@ -58,6 +107,10 @@ class NativeWebSocket(asyncio.Protocol):
     ) -> None:
         self.loop = _loop or asyncio.get_running_loop()
         self.connections: set[Any] = server_state.connections
+        allowed = getattr(config, "forwarded_allow_ips", None) or ""
+        items = allowed if isinstance(allowed, list) else str(allowed).split(",")
+        spec = tuple(i.strip() for i in items if i.strip())
+        self.proxies = trusted_proxies(spec) if getattr(config, "proxy_headers", False) else None
         self.heartbeat = float(getattr(config, "ws_ping_interval", None) or 30.0)
         self.max_message = int(getattr(config, "ws_max_size", 1 << 20))
         self.transport: asyncio.Transport | None = None
@@ -78,6 +131,13 @@ class NativeWebSocket(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.conn: Connection | None = None
         self.lost: asyncio.Future[None] = self.loop.create_future()
+        self.address: str | None = None  # counted in the hub from the upgrade to the close
+        # a message that has begun must keep coming (see _check_stall); set at the upgrade
+        self.receive_timeout = 10.0
+        self.min_rate = 500.0
+        self.partial_since = 0.0  # when the message now pending began; 0: none pending
+        self.partial_bytes = 0
+        self.stall_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------ asyncio.Protocol
 
@@ -111,14 +171,18 @@ class NativeWebSocket(asyncio.Protocol):
                 self.inbox.append(event.size)
                 woke = True
             elif isinstance(event, wf.Ping):
-                self._raw(wf.frame(wf.OP_PONG, event.data))
+                # a ping flood costs the sender's buckets; over them (or while the peer does
+                # not read) it goes unanswered rather than piling pongs up in memory
+                if self._charge() and not self.paused_writing:
+                    self._raw(wf.frame(wf.OP_PONG, event.data))
             elif isinstance(event, wf.Pong):
-                pass  # hearing anything (a pong too) is what the heartbeat looks for
+                self._charge()  # hearing anything (a pong too) is what the heartbeat looks for
             else:  # Close: answer it and hang up
                 code = event.code if event.code != 1005 else wf.NORMAL
                 self._send_close(code, "")
                 self._abort()
                 return
+        self._time_partial(len(data), woke)
         if woke:
             self._wake()
             if len(self.inbox) >= INBOX_HIGH and not self.paused_reading:
@@ -133,8 +197,13 @@ class NativeWebSocket(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.gone = True
         self.connections.discard(self)
+        if self.address is not None:
+            self.endpoint.hub.release(self.address)
+            self.address = None
         if self.timer is not None:
             self.timer.cancel()
+        if self.stall_timer is not None:
+            self.stall_timer.cancel()
         self._wake()
         if not self.lost.done():
             self.lost.set_result(None)
@@ -179,6 +248,15 @@ class NativeWebSocket(asyncio.Protocol):
                 raise wf.HandshakeError(
                     HTTPStatus.SERVICE_UNAVAILABLE, "the relay is starting or stopping; retry"
                 ) from None
+            peer = get_remote_addr(self.transport) if self.transport is not None else None
+            address = peer[0] if peer else "unknown"
+            if self.proxies is not None:
+                address = self.proxies.client(address, request.headers.get("x-forwarded-for", ""))
+            full = self.endpoint.hub.admit(address)  # the last check: counted from here on
+            if full is not None:
+                status, reason = full
+                raise wf.HandshakeError(HTTPStatus(status), reason, {"Retry-After": "5"})
+            self.address = address
         except wf.HandshakeError as exc:
             self._raw(wf.http_response(exc.status, exc.headers, f"{exc}\n".encode()))
             self._abort()
@@ -187,9 +265,14 @@ class NativeWebSocket(asyncio.Protocol):
         self._raw(wf.switching_protocols(accept, chosen))
         codec = server_codec(SUBPROTOCOLS[chosen] if chosen else "msgpack")  # type: ignore[arg-type]
         self.binary = codec.format == "msgpack"
-        self.reader = wf.FrameReader(max_message=self.max_message)
+        settings = services.settings
+        self.reader = wf.FrameReader(
+            max_message=self.max_message, refuse_above=settings.max_frame_skip_bytes
+        )
+        self.receive_timeout = settings.receive_timeout_seconds
+        self.min_rate = float(max(1, settings.receive_min_bytes_per_second))
         self.timer = self.loop.call_later(self.heartbeat, self._tick)
-        conn = self.conn = Connection(services, self.endpoint.hub, self, codec)
+        conn = self.conn = Connection(services, self.endpoint.hub, self, codec, address)
         self.task = self.loop.create_task(self._run(conn))
         if rest:
             self.data_received(rest)
@@ -203,6 +286,45 @@ class NativeWebSocket(asyncio.Protocol):
             if not self.gone:
                 self._send_close(wf.NORMAL, "")
                 self._abort()
+
+    def _charge(self) -> bool:
+        """Count a control frame against the frame buckets; ``False``: over them, drop it."""
+        return self.conn is None or not self.conn.charge()[0]
+
+    def _time_partial(self, n: int, completed: bool) -> None:
+        """After ``n`` bytes were read: start, go on or stop timing the message now pending.
+
+        The clock restarts with each whole data message (a control frame in between does not
+        restart it), so only a message that stops coming is timed out, never a slow stream of
+        whole ones."""
+        assert self.reader is not None
+        reader = self.reader
+        if completed:
+            self.partial_since = 0.0
+        if not (reader.buffer or reader.in_message or reader.skip_left):
+            self.partial_since = 0.0
+        elif not self.partial_since:
+            self.partial_since, self.partial_bytes = self.loop.time(), 0
+            if self.stall_timer is None:
+                self.stall_timer = self.loop.call_later(self.receive_timeout, self._check_stall)
+        else:
+            self.partial_bytes += n
+
+    def _check_stall(self) -> None:
+        """Close a socket whose pending message has not kept coming (slow-loris mid-frame)."""
+        self.stall_timer = None
+        if self.gone or not self.partial_since:
+            return
+        now = self.loop.time()
+        if self.paused_reading:  # the relay is behind, not the peer: start again
+            self.partial_since, self.partial_bytes = now, 0
+        deadline = self.partial_since + self.receive_timeout + self.partial_bytes / self.min_rate
+        if now < deadline:
+            self.stall_timer = self.loop.call_later(deadline - now, self._check_stall)
+            return
+        log.debug("closing a WebSocket whose message stopped coming (%d bytes)", self.partial_bytes)
+        self._send_close(4408, "message too slow")
+        self._abort()
 
     def _tick(self) -> None:
         """Heartbeat: ping a peer silent for a period; drop it if nothing came back by the next."""
