@@ -73,3 +73,21 @@ async def test_webhook_sender_posts_the_code(sms_gateway: tuple[str, list[Any]])
     ]
     with pytest.raises(Unavailable, match="SMS gateway"):
         await WebhookSender(url).send("+4915123456780", "123456")
+
+
+async def test_a_second_copy_of_a_device_takes_over_and_the_first_stops(relay: Harness) -> None:
+    """One connection per device: the newest wins (4409), and the SDK of the older copy stops
+    instead of reconnecting, since the two would only keep replacing each other."""
+    alice, bob = await relay.new_device(), await relay.new_device()
+    first = await bob.connect()
+    second = await bob.connect()
+    async with asyncio.timeout(10):
+        while first.fatal is None:
+            await asyncio.sleep(0.02)
+    assert first.fatal.code == "connected_elsewhere"
+    conn = await alice.connect()
+    await conn.send(bob.account_id, {bob.device_id: b"to the copy that took over"})
+    item = await second.recv()
+    assert item.body == b"to the copy that took over"
+    await asyncio.sleep(0.3)
+    assert first.reconnects == 0 and second.fatal is None

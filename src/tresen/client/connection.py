@@ -59,7 +59,9 @@ from tresen.protocol.frames import (
 log = logging.getLogger("tresen.client")
 
 Notice = TypingNotice | Presence | KeysLow
-FATAL_CLOSE = {4401, 4403, 4400}
+#: closes after which reconnecting cannot help; 4409: a newer connection of this device (another
+#: copy of it, with the same token) took over, and two copies would only keep replacing each other
+FATAL_CLOSE = {4401, 4403, 4400, 4409}
 #: how long the relay has to answer the upgrade and ``hello`` before this try counts as failed
 HANDSHAKE_TIMEOUT = 10.0
 
@@ -223,7 +225,15 @@ class Connection:
             if self.closed:
                 return
             if code in FATAL_CLOSE or not self.reconnect:
-                self.fatal = Unauthorized(f"the relay closed this device's connection ({code})")
+                self.fatal = (
+                    from_code(
+                        Code.CONNECTED_ELSEWHERE,
+                        "another connection of this device took over; this one stops",
+                        {},
+                    )
+                    if code == 4409
+                    else Unauthorized(f"the relay closed this device's connection ({code})")
+                )
                 for _, future in self.pending.values():
                     if not future.done():
                         future.set_exception(self.fatal)
