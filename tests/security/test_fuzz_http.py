@@ -227,3 +227,13 @@ async def test_a_field_named_like_a_service_is_a_bad_request(world: World) -> No
     ]:
         r = await http.request(method, path, json=body)
         assert (r.status_code, r.json()["error"]["code"]) == (400, "bad_request"), (path, r.text)
+
+
+async def test_admin_standing_of_a_non_business_is_not_a_business(world: World) -> None:
+    """Re-rating an account that is no business (found by schemathesis) was a 500: the standing
+    row it wrote had no business to belong to."""
+    for account in (world.alice.account_id, 0, 999_999):
+        r = await world.admin.get(f"/v1/admin/policy/{account}")
+        assert (r.status_code, r.json()["error"]["code"]) == (404, "not_a_business"), r.text
+    r = await world.admin.get(f"/v1/admin/policy/{world.shop.account_id}")
+    assert r.status_code == 200 and r.json()["business"] == world.shop.account_id, r.text

@@ -109,6 +109,7 @@ class QualityService:
         return [await self.do_evaluate(b, flush=False) for b in active]
 
     async def do_evaluate(self, business: int, *, flush: bool = True) -> Standing:
+        await self.businesses.access_business(business)  # else the standing row has no owner
         if flush:
             await self.gate.flush()
         now = self.clock.now_ms()
