@@ -24,6 +24,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     port: int = 8600
     db: str = "sqlite:///tresen-data/relay.db"
     bus: str = "memory://"
+    #: many nodes: a dead node's accounts leave the presence book (and their watchers hear
+    #: "offline") within this time; every node of a relay uses the same value
+    presence_ttl_seconds: float = 60.0
     sqlite_synchronous: Literal["full", "normal"] = "full"
     postgres_pool_size: int = 10
     # accounts and devices

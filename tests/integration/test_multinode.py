@@ -64,8 +64,11 @@ async def until(condition: Callable[[], bool], what: str, seconds: float = 30.0)
 class Node:
     """``tresen serve --db postgresql://... --bus nats://...`` in a process of its own."""
 
-    def __init__(self, db_url: str, bus_url: str, media: Path) -> None:
+    def __init__(
+        self, db_url: str, bus_url: str, media: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.db_url, self.bus_url, self.media = db_url, bus_url, media
+        self.env = env or {}
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -74,7 +77,7 @@ class Node:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        env = dict(os.environ, TRESEN_MEDIA_DIR=str(self.media))
+        env = dict(os.environ, TRESEN_MEDIA_DIR=str(self.media), **self.env)
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -218,10 +221,12 @@ async def registrar(pg_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
         await server.stop()
 
 
-async def start_cluster(registrar: Harness, pg_url: str, tmp_path: Path) -> Cluster:
+async def start_cluster(
+    registrar: Harness, pg_url: str, tmp_path: Path, env: dict[str, str] | None = None
+) -> Cluster:
     await registrar.server.stop()  # registration done; the nodes take over the database
     name = f"t{secrets.token_hex(5)}"
-    nodes = [Node(pg_url, f"{NATS_URL}/{name}", tmp_path / "media") for _ in range(NODES)]
+    nodes = [Node(pg_url, f"{NATS_URL}/{name}", tmp_path / "media", env) for _ in range(NODES)]
     for node in nodes:
         node.start()
     await asyncio.gather(*(node.ready() for node in nodes))
@@ -314,6 +319,30 @@ async def test_devices_on_different_nodes_exchange_envelopes_receipts_typing_and
     # typing: bob on node 2 to alice on node 0
     await b.typing(to=alice.account_id)
     assert await a.notice() == TypingNotice(account=bob.account_id, device=bob.device_id, on=True)
+
+
+async def test_watchers_hear_offline_for_the_accounts_of_a_node_that_died(
+    registrar: Harness, pg_url: str, tmp_path: Path, stop_nodes: list[Node]
+) -> None:
+    """A killed node says nothing; its entries leave the presence book after the time to live,
+    and the other nodes tell their watchers."""
+    alice, dave = await registrar.new_device(), await registrar.new_device()
+    env = {"TRESEN_PRESENCE_TTL_SECONDS": "3"}
+    cluster = await start_cluster(registrar, pg_url, tmp_path, env)
+    stop_nodes.extend(cluster.nodes)
+    a = await cluster.connect(alice, 0)
+    await cluster.connect(dave, 1, reconnect=False)  # dave's phone goes down with the node
+    await a.watch([dave.account_id])
+    assert await a.notice() == Presence(account=dave.account_id, online=True)
+    cluster.nodes[1].kill()
+    offline = await a.notice(timeout=20)
+    assert isinstance(offline, Presence) and offline.account == dave.account_id
+    assert not offline.online and offline.last_seen > 0
+    async with httpx.AsyncClient(
+        base_url=cluster.nodes[2].url, headers={"Authorization": f"Bearer {alice.token}"}
+    ) as http:
+        r = await http.get(f"/v1/accounts/{dave.account_id}/presence")
+        assert r.status_code == 200 and r.json()["online"] is False
 
 
 async def drain(conn: Connection) -> list[Any]:

@@ -30,7 +30,8 @@ class Bus(Protocol):
     def subscribe(self, topic: str, handler: Handler) -> Subscription: ...
 
 
-def open_bus(url: str) -> Bus:
+def open_bus(url: str, *, presence_ttl: float = 60.0) -> Bus:
+    """``presence_ttl``: many nodes: how long a dead node's accounts stay online in the book."""
     if url in ("memory://", "memory", ""):
         from tresen.bus.memory import MemoryBus
 
@@ -38,7 +39,7 @@ def open_bus(url: str) -> Bus:
     if url.startswith(("nats://", "tls://")):
         from tresen.bus.nats import NatsBus
 
-        return NatsBus(url)
+        return NatsBus(url, presence_ttl=presence_ttl)
     from tresen.errors import InvalidRequest
 
     raise InvalidRequest(

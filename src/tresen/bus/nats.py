@@ -40,7 +40,7 @@ from nats.js import JetStreamContext, api
 
 from tresen.bus.base import Handler
 from tresen.bus.events import BusEvent, DeviceRevoked, DevicesChanged, Items, PolicyChanged
-from tresen.bus.presence import NatsBook
+from tresen.bus.presence import ENTRY_TTL, NatsBook
 from tresen.errors import InvalidRequest, Unavailable
 
 log = logging.getLogger("tresen.bus")
@@ -95,8 +95,11 @@ class _Sub:
 class NatsBus:
     """The :class:`~tresen.bus.base.Bus` over a NATS server or cluster with JetStream."""
 
-    def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout: float = 5.0, presence_ttl: float = ENTRY_TTL
+    ) -> None:
         self.servers, self.name = parse_url(url)
+        self.presence_ttl = presence_ttl
         self.url = url
         self.node = uuid.uuid4().hex
         self.stream = f"{self.name.upper().replace('-', '_')}_CONTROL"
@@ -168,7 +171,7 @@ class NatsBus:
             idle_heartbeat=2.0,
         )
         await nc.subscribe(f"{self.name}._resync", cb=self._on_resync_request)
-        self.book = NatsBook(self.js, self.name, self.node)
+        self.book = NatsBook(self.js, self.name, self.node, ttl=self.presence_ttl)
         await self.book.start()
         # topics subscribed before start
         for topic in self.topics:

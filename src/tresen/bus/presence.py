@@ -7,8 +7,9 @@ account's state for the whole relay, so only then is a presence event published.
 One node needs no book (``PresenceService`` counts its own connections). Across nodes
 (:class:`NatsBook`) each node keeps one message per account it holds in the
 JetStream stream ``<NAME>_PRESENCE`` on ``<name>.online.<account>.<node>`` (one message per
-subject, a minute of life, re-published every 20 s); ``leave`` purges it. A node that dies
-stops refreshing, so its accounts drop out of the book within a minute.
+subject, ``ttl`` of life (a minute by default), re-published every third of it); ``leave``
+purges it. A node that dies stops refreshing, so its accounts drop out of the book within the
+``ttl``; the other nodes then tell their watchers (``PresenceService``).
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from nats.js import JetStreamContext, api
 
 log = logging.getLogger("tresen.bus")
 
-#: how long an entry lives without a refresh, and how often a node refreshes its own
+#: how long an entry lives without a refresh (a node refreshes its own every third of it)
 ENTRY_TTL = 60.0
-REFRESH = 20.0
 
 
 class PresenceBook(Protocol):
+    #: how long a node's entry lives without a refresh (so: after the node died)
+    ttl: float
+
     async def join(self, account: int) -> bool:
         """This node now holds a device of ``account``; True if no node held one before."""
         ...
@@ -46,8 +49,11 @@ class PresenceBook(Protocol):
 class NatsBook:
     """Many nodes: the book lives in a JetStream stream (see the module docstring)."""
 
-    def __init__(self, js: JetStreamContext, name: str, node: str) -> None:
+    def __init__(
+        self, js: JetStreamContext, name: str, node: str, *, ttl: float = ENTRY_TTL
+    ) -> None:
         self.js, self.name, self.node = js, name, node
+        self.ttl = ttl  # every node of a relay must use the same: it is the stream's max age
         self.stream = f"{name.upper().replace('-', '_')}_PRESENCE"
         self.mine: set[int] = set()
         self._task: asyncio.Task[None] | None = None
@@ -63,7 +69,7 @@ class NatsBook:
             retention=api.RetentionPolicy.LIMITS,
             storage=api.StorageType.MEMORY,
             max_msgs_per_subject=1,
-            max_age=ENTRY_TTL,
+            max_age=self.ttl,
             discard=api.DiscardPolicy.OLD,
         )
         try:
@@ -116,14 +122,15 @@ class NatsBook:
         return {a for a in found if a is not None}
 
     async def _refresh(self) -> None:
+        every = self.ttl / 3
         while True:
-            await asyncio.sleep(REFRESH)
+            await asyncio.sleep(every)
             try:
                 await self.ensure_stream()  # gone if NATS restarted without its store
                 for account in list(self.mine):
                     await self.js.publish(self._subject(account), b"")
             except Exception as exc:
-                log.warning("presence refresh failed (%r); retrying in %.0f s", exc, REFRESH)
+                log.warning("presence refresh failed (%r); retrying in %.0f s", exc, every)
 
 
 __all__ = ["ENTRY_TTL", "NatsBook", "PresenceBook"]

@@ -75,7 +75,7 @@ async def build_services(
     )
     await db.open()
     await db.migrate()
-    bus = open_bus(settings.bus)
+    bus = open_bus(settings.bus, presence_ttl=settings.presence_ttl_seconds)
     await bus.start()
     writer = Writer(db, bus, clock, ttl_ms=settings.envelope_ttl_seconds * 1000)
     directory = DeviceDirectory(db)
@@ -103,6 +103,7 @@ async def build_services(
     writer.start()
     envelopes.start()
     media.start()
+    presence.start()
     return Services(
         settings=settings,
         clock=clock,
@@ -129,6 +130,7 @@ async def build_services(
 
 
 async def close_services(services: Services) -> None:
+    await services.presence.close()
     await services.quality.close()
     await services.policy.close()
     await services.media.close()

@@ -3,7 +3,9 @@ are published on ``presence.<account>`` and last seen is stored when the last de
 
 With many nodes a :class:`~tresen.bus.presence.PresenceBook` says whether an account is online
 on any node: a node publishes "online" only when the account's first device anywhere arrives
-and "offline" only when its last one anywhere leaves (docs/scale-out.md).
+and "offline" only when its last one anywhere leaves (docs/scale-out.md). A node that dies says
+nothing: every node follows the accounts watched from it and, every third of the book's time
+to live, publishes "offline" for those the book no longer lists (:meth:`do_sweep`).
 """
 
 from __future__ import annotations
@@ -12,18 +14,21 @@ import asyncio
 import logging
 from collections import Counter, deque
 
-from tresen.bus import Bus
+from tresen.bus import Bus, BusEvent
+from tresen.bus.base import Subscription
 from tresen.bus.events import PresenceEvent, TypingEvent
 from tresen.bus.presence import PresenceBook
 from tresen.errors import Forbidden, InvalidRequest
 from tresen.protocol.frames import Typing
 from tresen.relay.accounts.models import PresenceState, Principal
 from tresen.relay.accounts.service import AccountService, DeviceDirectory
-from tresen.relay.clock import Clock
+from tresen.relay.clock import Clock, run_every
 from tresen.relay.envelopes.service import Members
 from tresen.relay.policy.hook import OPEN, EnvelopePolicy
 
 log = logging.getLogger("tresen.presence")
+#: accounts a node follows for the sweep at most (the oldest followed are dropped first)
+MAX_FOLLOWED = 100_000
 
 
 class PresenceService:
@@ -49,6 +54,24 @@ class PresenceService:
         self.elsewhere: set[int] = set()
         self._changes: deque[tuple[int, bool]] = deque()
         self._task: asyncio.Task[None] | None = None
+        #: many nodes: accounts watched from this node, followed on the bus (for the sweep)
+        self._followed: dict[int, Subscription] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.book is not None:
+            self._sweeper = asyncio.create_task(
+                run_every(self.book.ttl / 3, self.do_sweep, "presence sweep"),
+                name="tresen-presence-sweep",
+            )
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        for sub in self._followed.values():
+            sub.cancel()
+        self._followed.clear()
 
     def is_online(self, account_id: int) -> bool:
         return self.online[account_id] > 0 or account_id in self.elsewhere
@@ -99,7 +122,45 @@ class PresenceService:
             elsewhere = await self.book.online([a for a in visible if not self.online[a]])
             self.elsewhere.difference_update(visible)
             self.elsewhere |= elsewhere
+            self._follow(visible)
         return visible
+
+    def _follow(self, accounts: list[int]) -> None:
+        for account in accounts:
+            if account in self._followed:
+                continue
+            if len(self._followed) >= MAX_FOLLOWED:
+                oldest = next(iter(self._followed))
+                self._followed.pop(oldest).cancel()
+                self.elsewhere.discard(oldest)
+            self._followed[account] = self.bus.subscribe(f"presence.{account}", self._heard)
+
+    def _heard(self, event: BusEvent) -> None:
+        if isinstance(event, PresenceEvent):
+            if event.online:
+                self.elsewhere.add(event.account)
+            else:
+                self.elsewhere.discard(event.account)
+
+    async def do_sweep(self) -> int:
+        """Many nodes: the followed accounts last heard online whose entries left the book
+        (their node died without a word) are offline now: tell the watchers. Returns how many.
+        (Every node that follows such an account says so: a watcher may hear it twice.)"""
+        assert self.book is not None
+        candidates = [a for a in self.elsewhere if not self.online[a]]
+        if not candidates:
+            return 0
+        still = await self.book.online(candidates)
+        now = self.clock.now_ms()
+        gone = [a for a in candidates if a not in still]
+        for account in gone:
+            self.elsewhere.discard(account)
+            self.bus.publish(
+                f"presence.{account}", PresenceEvent(account=account, online=False, last_seen=now)
+            )
+        if gone:
+            log.info("%d accounts went offline with a node that stopped", len(gone))
+        return len(gone)
 
     def _book_change(self, account: int, joined: bool) -> None:
         """Tell the book, in order; publish when the relay-wide state changed."""
