@@ -16,7 +16,9 @@ Each entry says who may call the route (:data:`PUBLIC`, :data:`DEVICE`, :data:`B
 - a person who is not a business on business routes: 404 ``not_a_business``;
 - a group member or media grantee who is not its admin or uploader (``carol``): ``member``.
 
-Afterwards the owners' data, read back through their own tokens, is exactly as before.
+Afterwards the owners' data, read back through their own tokens, is exactly as before. The
+business gateway's routes (:data:`GATEWAY_ROUTES`, enumerated the same way) get the same with
+Cloud API tokens, and the WebSocket tests check what one device's frames can reach.
 """
 
 from __future__ import annotations
