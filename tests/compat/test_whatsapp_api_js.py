@@ -182,6 +182,8 @@ async def test_whatsapp_api_js(
             int(r.json()["id"]),
             TemplateReview(status="APPROVED"),
         )
+        # the review's webhook, signed and checked by the library's own verifier
+        assert (await client.next("other"))["field"] == "message_template_status_update"
         await client.run(
             "template", phone_id=phone, to=to, name="fare", language="de",
             params=[

@@ -36,7 +36,18 @@ const server = http.createServer(async (req, res) => {
   for await (const c of req) chunks.push(c);
   const raw = Buffer.concat(chunks).toString("utf8");
   try {
-    await api.post(JSON.parse(raw), raw, req.headers["x-hub-signature-256"]);
+    const data = JSON.parse(raw);
+    const field = data.entry?.[0]?.changes?.[0]?.field;
+    if (field === "messages") {
+      await api.post(data, raw, req.headers["x-hub-signature-256"]);
+    } else {
+      // whatsapp-api-js 6 reads value.metadata of every event before it looks at the field, so
+      // it throws on Meta's own template and quality updates (they carry no metadata): check
+      // their signature with the library and report them as they are
+      const signature = req.headers["x-hub-signature-256"] ?? "";
+      if (!(await api.verifyRequestSignature(raw, signature))) throw new Error("bad signature");
+      out({ event: "other", field });
+    }
     res.writeHead(200).end();
   } catch (e) {
     out({ event: "rejected", error: String(e) });
