@@ -659,13 +659,13 @@ GATEWAY_ROUTES: dict[tuple[str, str], G] = {
         ({"node": "phone"}, {"node": "waba"}, {"node": "media"}, {"node": "template"})
     ),
     # an edit or delete of a node that is none of this number's media is tried as a template,
-    # which the relay refuses: "no template" (132001)
+    # which the relay does not have for this business: the Graph API's unknown object (100)
     ("POST", "/{node}"): G(
         ({"node": "template"},),
-        Deny(400, 132001),
+        Deny(400, 100),
         json={"components": [{"type": "BODY", "text": "Changed"}]},
     ),
-    ("DELETE", "/{node}"): G(({"node": "media"},), Deny(400, 132001)),
+    ("DELETE", "/{node}"): G(({"node": "media"},), Deny(400, 100)),
     ("GET", "/media-bytes/{media_id}"): G(({"media_id": "media"},)),
     ("GET", "/{node}/message_templates"): G(WABA, query={"name": "template_name"}, own={}),
     ("POST", "/{node}/message_templates"): G(WABA, json=GW_TEMPLATE),
@@ -776,7 +776,7 @@ async def test_every_gateway_route_refuses_the_wrong_number(gateway: GatewayWorl
     # deleting shop's template by id with rival's token: last, as a success would end it
     for who, token, expect in [
         *[(w, t, NO_TOKEN) for w, t in wrong],
-        ("another number (rival)", gateway.rival.access_token, Deny(400, 132001)),
+        ("another number (rival)", gateway.rival.access_token, Deny(400, 100)),
     ]:
         response = await gateway_call(
             gateway, "DELETE", "/{node}", G(), {"node": "template"}, token

@@ -57,6 +57,17 @@ async def _relay(call: Any) -> Any:
         raise from_relay(exc) from exc
 
 
+async def _by_id(node: str, call: Any) -> Any:
+    """A call on one template by its id: one this business does not have (none, or another
+    business's) is an unknown node, as the Graph API answers, not a missing template name."""
+    try:
+        return await call
+    except TresenError as exc:
+        if str(exc.code) in ("132001", "not_found"):
+            raise unknown_node(node) from exc
+        raise from_relay(exc) from exc
+
+
 @post("/{node:str}/message_templates", status_code=200, summary="Create a template")
 async def create_template(
     request: Req, node: FromPath[str], gateway: NamedDependency[Gateway]
@@ -144,13 +155,15 @@ async def edit(line: Line, node: str, values: dict[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {k: values[k] for k in ("category", "components") if k in values}
     if not body:
         raise GraphError(100, "give 'category' or 'components' to change")
-    await _relay(line.biz.edit_template(int(node), body))
+    await _by_id(node, line.biz.edit_template(int(node), body))
     line.templates.clear()
     return {"success": True}
 
 
 async def delete_by_id(line: Line, node: str) -> None:
-    await _relay(line.biz.delete_template(int(node)))
+    if len(node) > 18:
+        raise unknown_node(node)
+    await _by_id(node, line.biz.delete_template(int(node)))
     line.templates.clear()
 
 
