@@ -7,6 +7,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -192,3 +193,73 @@ async def relay(
     finally:
         await harness.aclose()
         await server.stop()
+
+
+# ---------------------------------------------------------------- which pass runs what
+#
+# scripts/test runs the suite twice, on SQLite and then on PostgreSQL (TRESEN_TEST_POSTGRES=1).
+# A second pass only adds something for a test that uses the pass's database, that is the
+# ``db_url`` fixture (directly, or through ``relay`` and the gateway harness). So:
+#   - a test that uses ``db_url`` runs in both passes (its own skipif may still narrow that);
+#   - a test marked ``postgres`` needs PostgreSQL whatever the pass (databases or a cluster of
+#     its own): it runs in the PostgreSQL pass only;
+#   - every other test (no database, or a SQLite file of its own) runs once, in the SQLite pass.
+# With CI=true a test skipped in the only pass it runs in fails instead: it would never run.
+
+CI = os.environ.get("CI") == "true"
+PASS = "postgres" if POSTGRES else "sqlite"
+
+
+def passes(item: pytest.Item) -> tuple[str, ...]:
+    """The passes of scripts/test that run ``item``."""
+    if item.get_closest_marker("postgres") is not None:
+        return ("postgres",)
+    if "db_url" in getattr(item, "fixturenames", ()):
+        return ("sqlite", "postgres")
+    return ("sqlite",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    keep = [item for item in items if PASS in passes(item)]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if PASS not in passes(item)])
+        items[:] = keep
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if CI and report.skipped and not hasattr(report, "wasxfail") and passes(item) == (PASS,):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        hint = "; mark it `postgres` if it needs PostgreSQL" if PASS == "sqlite" else ""
+        report.outcome = "failed"
+        report.longrepr = (
+            f"skipped in the {PASS} pass, the only one that runs it, so with CI=true it would "
+            f"never run ({reason}){hint}"
+        )
+    return report
+
+
+# ---------------------------------------------------------------- on xdist workers (-n N)
+#
+# Work goes out a module at a time (a module's tests share module-scoped fixtures and run in
+# their order), except that the modules below make one unit together: they start relay nodes,
+# clusters or servers as processes, or load the machine on purpose (many nodes, crashes,
+# faults, abuse), so they run one after another on one worker, never at the same time as each
+# other. A module of that kind joins by its name.
+
+SERIAL = ("test_multinode", "test_faults_", "test_crash", "test_abuse", "test_e2e_durability")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") not in ("load", "loadscope"):
+        return None  # another --dist asked for by name
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "serial" if Path(module).name.startswith(SERIAL) else module
+
+    return ByModule(config, log)

@@ -31,7 +31,7 @@ from tresen.relay.envelopes import store
 from tresen.relay.envelopes.writer import NewItem, WriteOp, Writer
 from tresen.storage.engine import Database, Txn
 
-from ..conftest import PG_ADMIN, POSTGRES, Harness
+from ..conftest import PG_ADMIN, Harness
 from .test_multinode import (  # noqa: F401 - pg_url, registrar and stop_nodes are fixtures
     NATS_URL,
     Balancer,
@@ -43,10 +43,7 @@ from .test_multinode import (  # noqa: F401 - pg_url, registrar and stop_nodes a
 )
 from .test_multinode_seq import nodes  # noqa: F401 - two databases on one PostgreSQL database
 
-pytestmark = pytest.mark.skipif(
-    not POSTGRES,
-    reason="relay nodes as processes run in the PostgreSQL pass (TRESEN_TEST_POSTGRES=1)",
-)
+pytestmark = pytest.mark.postgres  # runs in the PostgreSQL pass only (tests/conftest.py)
 
 HEARTBEAT = 1.5
 IDLE_IN_TXN = "2s"

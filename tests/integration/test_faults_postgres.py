@@ -32,7 +32,7 @@ from tresen.relay.clock import Clock
 from tresen.relay.server import RelayServer
 
 from .. import conftest
-from ..conftest import POSTGRES, CapturingSender, Harness
+from ..conftest import CapturingSender, Harness
 from .test_multinode import (  # noqa: F401 - stop_nodes is a fixture
     NATS_URL,
     Balancer,
@@ -42,9 +42,7 @@ from .test_multinode import (  # noqa: F401 - stop_nodes is a fixture
     until,
 )
 
-pytestmark = pytest.mark.skipif(
-    not POSTGRES, reason="PostgreSQL faults run in the PostgreSQL pass (TRESEN_TEST_POSTGRES=1)"
-)
+pytestmark = pytest.mark.postgres  # runs in the PostgreSQL pass only (tests/conftest.py)
 
 
 def server_binaries() -> Path:

@@ -34,12 +34,9 @@ from tresen.relay.clock import Clock
 from tresen.relay.server import RelayServer
 
 from .. import conftest
-from ..conftest import PG_ADMIN, POSTGRES, CapturingSender, DeviceHandle, Harness
+from ..conftest import PG_ADMIN, CapturingSender, DeviceHandle, Harness
 
-pytestmark = pytest.mark.skipif(
-    not POSTGRES and os.environ.get("CI") != "true",
-    reason="many nodes need PostgreSQL and NATS (TRESEN_TEST_POSTGRES=1)",
-)
+pytestmark = pytest.mark.postgres  # runs in the PostgreSQL pass only (tests/conftest.py)
 
 NATS_URL = os.environ.get("TRESEN_TEST_NATS", "nats://127.0.0.1:4222")
 NODES = 3

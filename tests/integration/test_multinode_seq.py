@@ -9,7 +9,6 @@ queue then would see N+1, move its cursor past N, and never read N.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -22,13 +21,9 @@ from tresen.relay.envelopes.delivery import DeviceStream
 from tresen.relay.envelopes.writer import NewItem, WriteOp, Writer
 from tresen.storage.engine import Database, Txn, open_database
 
-from ..conftest import POSTGRES
 from .test_multinode import pg_url  # noqa: F401 - a fresh PostgreSQL database in either pass
 
-pytestmark = pytest.mark.skipif(
-    not POSTGRES and os.environ.get("CI") != "true",
-    reason="two writers on one database need PostgreSQL (TRESEN_TEST_POSTGRES=1)",
-)
+pytestmark = pytest.mark.postgres  # runs in the PostgreSQL pass only (tests/conftest.py)
 
 DEVICE = 4242
 
