@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import struct
 from http import HTTPStatus
 
@@ -10,9 +11,13 @@ import pytest
 
 from tresen.relay.transport import wsframes as wf
 
+#: masks from a seeded generator: the same test ids on every pytest-xdist worker (frames built
+#: for parametrize become part of the ids)
+MASKS = random.Random(6455)
+
 
 def masked(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0) -> bytes:
-    mask = os.urandom(4)
+    mask = MASKS.randbytes(4)
     n = len(payload)
     b0 = (0x80 if fin else 0) | rsv | opcode
     if n < 126:
