@@ -246,9 +246,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 # their order), except that the modules below make one unit together: they start relay nodes,
 # clusters or servers as processes, or load the machine on purpose (many nodes, crashes,
 # faults, abuse), so they run one after another on one worker, never at the same time as each
-# other. A module of that kind joins by its name.
+# other. A module of that kind joins by its name. scripts/test goes further: it runs them
+# (marked ``serial``) after the rest and without workers, so nothing else loads the machine
+# while they wait for recoveries and timeouts.
 
 SERIAL = ("test_multinode", "test_faults_", "test_crash", "test_abuse", "test_e2e_durability")
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Those modules' tests are marked ``serial``: scripts/test runs them without workers, after
+    the rest, so that nothing else loads the machine while they measure recovery and timeouts."""
+    if Path(str(item.path)).name.startswith(SERIAL):
+        item.add_marker(pytest.mark.serial)
 
 
 @pytest.hookimpl(optionalhook=True)
