@@ -11,7 +11,11 @@ byte every few seconds holds its socket (and its share of the process) for ever.
   counting time while the relay itself holds reading back; else ``408`` and closed;
 - when the answer is sent before the body was read (``413`` on a ``Content-Length`` too large),
   the rest is read and dropped for at most :data:`LINGER_SECONDS`, then the socket is closed, so a
-  huge body never streams on once refused.
+  huge body never streams on once refused;
+- a ``408`` / ``431`` is a lingering close too: the answer, then end-of-stream, then whatever still
+  comes is read and dropped for at most :data:`LINGER_SECONDS`. Closing at once with unread bytes
+  (or bytes still on the way) makes the kernel answer them with a reset, which can reach the client
+  before it has read the answer, and the client then sees only "connection reset".
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class GuardedHttp(HttpToolsProtocol):
         self.since = 0.0  # when the phase began (the body: when it last started again)
         self.got = 0  # head or body bytes received in this phase
         self.guard: asyncio.TimerHandle | None = None
+        self.refused = False  # answered by the guard itself: what still comes is dropped
 
     # ------------------------------------------------------------ the phases
 
@@ -92,8 +97,14 @@ class GuardedHttp(HttpToolsProtocol):
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the app's own answer, if any, goes nowhere
             cycle.message_event.set()
-        self.phase = "idle"
-        self.transport.close()
+        if not self.transport.can_write_eof():
+            self.phase = "idle"
+            self.transport.close()
+            return
+        self.refused = True
+        self.transport.write_eof()
+        self.flow.resume_reading()
+        self._enter("linger", LINGER_SECONDS)
 
     # ------------------------------------------------------------ uvicorn's hooks
 
@@ -111,6 +122,8 @@ class GuardedHttp(HttpToolsProtocol):
 
     @override
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
         if self.phase == "head":
             self.got += len(data)
         super().data_received(data)
