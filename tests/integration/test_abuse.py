@@ -22,6 +22,7 @@ from tresen.relay.transport import wsframes as wf
 from tresen.relay.transport.ws import OUTBOX_HIGH, Connection
 
 from ..conftest import DeviceHandle, Harness
+from ._policy import make_business
 from .test_websocket import masked, read_frame, tcp
 
 Reader = asyncio.StreamReader
@@ -430,6 +431,24 @@ class TestSlowLoris:
         assert head.startswith(b"HTTP/1.1 202 "), head
         shut(writer)
 
+    async def test_a_refused_body_ends_in_end_of_stream_not_a_reset(self, relay: Harness) -> None:
+        """The 408 is a lingering close: what the client still sends is read and dropped, so no
+        reset overtakes the answer (a client reading after its write would see only the reset)."""
+        reader, writer = await tcp(relay)
+        writer.write(
+            b"POST /v1/accounts/code HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+            b"\r\nContent-Length: 100000\r\n\r\n{"
+        )
+        answer = await closed_by_relay(reader)  # the answer, then end-of-stream
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert answer.endswith(b"the request body did not keep coming\n"), answer
+        writer.write(b" " * 65_536)  # still sending after the answer: read and dropped
+        await asyncio.sleep(0.5)
+        writer.write(b" " * 65_536)
+        await asyncio.sleep(0.2)
+        assert not writer.is_closing()  # no reset came back
+        shut(writer)
+
 
 # ---------------------------------------------------------------- oversized frames and bodies
 
@@ -578,6 +597,61 @@ class TestFloods:
         error = msgspec.msgpack.decode(payload)
         assert error["code"] == "rate_limited"  # the pings emptied the same bucket
         shut(writer)
+
+
+class TestFloodedSends:
+    @pytest.fixture
+    def relay_settings(self) -> dict[str, Any]:
+        # a burst of 10 frames per device, then 20 a second; a business's device has room for
+        # twice its throughput tier more
+        return {
+            "frames_per_second": 20,
+            "frame_burst": 10,
+            "business_max_throughput_per_second": 100,
+        }
+
+    async def test_a_refused_send_names_its_envelope_and_an_ack_is_never_refused(
+        self, relay: Harness
+    ) -> None:
+        alice, bob = await relay.new_device(), await relay.new_device()
+        sender = await bob.connect()
+        reader, writer = await device_socket(relay, alice, "192.0.2.90")
+        await sender.send(alice.account_id, {alice.device_id: b"hello"}, id="m1")
+        deliver = await next_frame(reader)
+        assert deliver["t"] == "deliver"
+        seq = deliver["items"][0]["seq"]
+        writer.write(b"".join(app_frame({"t": "ping", "n": n}) for n in range(10)))
+        assert [(await next_frame(reader))["t"] for _ in range(10)] == ["pong"] * 10
+        # the bucket is empty: the ack still counts, the send is refused by name
+        writer.write(app_frame({"t": "ack", "upto": seq}))
+        send = {"t": "send", "id": "x1", "to": bob.account_id, "payloads": {bob.device_id: b"?"}}
+        writer.write(app_frame(send))
+        refused = await next_frame(reader)
+        assert refused["t"] == "error" and refused["code"] == "rate_limited", refused
+        assert refused["ref"] == "x1" and refused["fields"]["retry_after"] > 0
+        receipt = await sender.recv(timeout=10)  # the ack went through: bob hears 'delivered'
+        assert (receipt.kind, receipt.id) == ("delivered", "m1")
+        shut(writer)
+
+    async def test_the_sdk_sends_again_what_a_flood_refused(self, relay: Harness) -> None:
+        alice, bob = await relay.new_device(), await relay.new_device()
+        receiver = await alice.connect()
+        sender = await bob.connect()
+        ids = [f"burst-{n}" for n in range(30)]  # three times the burst, all at once
+        sends = (sender.send(alice.account_id, {alice.device_id: i.encode()}, id=i) for i in ids)
+        await asyncio.wait_for(asyncio.gather(*sends), 60)  # before: a refused one never returned
+        assert sender.resent > 0  # some were refused and sent again
+        got = [await receiver.recv(timeout=10) for _ in ids]
+        assert sorted(item.id for item in got) == sorted(ids)  # each once
+
+    async def test_a_business_device_has_room_for_its_throughput(self, relay: Harness) -> None:
+        shop, person = await make_business(relay), await relay.new_device()
+        for device, address, answered in ((shop, "192.0.2.91", 60), (person, "192.0.2.92", 10)):
+            reader, writer = await device_socket(relay, device, address)
+            writer.write(b"".join(app_frame({"t": "ping", "n": n}) for n in range(60)))
+            answers = [(await next_frame(reader))["t"] for _ in range(60)]
+            assert answers.count("pong") == answered, answers
+            shut(writer)
 
 
 class TestFloodWithoutReading:

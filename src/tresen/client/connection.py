@@ -10,6 +10,8 @@
 - The relay answers ``unavailable`` when it could not store an envelope (its database is
   restarting, full or refusing writes; the node is draining): the envelope stays pending and is
   resent with the same id after a growing pause, until it is stored (``resend_unavailable``).
+  The same goes for an envelope refused as part of a flood of frames (``rate_limited`` naming
+  it): it is resent once the relay's ``retry_after`` has passed.
 - Heartbeat: the connection pings the relay at the interval the relay announced in ``welcome``;
   a relay that does not answer within another interval (a paused node, a cut-off network whose
   socket never closes) is dropped, and the connection reconnects (through a load balancer, to
@@ -64,6 +66,9 @@ Notice = TypingNotice | Presence | KeysLow
 FATAL_CLOSE = {4401, 4403, 4400, 4409}
 #: how long the relay has to answer the upgrade and ``hello`` before this try counts as failed
 HANDSHAKE_TIMEOUT = 10.0
+#: refusals of a send after which the same envelope is sent again: the relay did not store it
+#: (``unavailable``), or it came in a flood of frames (``rate_limited``, naming its id)
+RESENT = {Code.UNAVAILABLE, Code.RATE_LIMITED}
 
 
 def new_envelope_id() -> str:
@@ -282,7 +287,7 @@ class Connection:
                     if entry is not None and not entry[1].done():
                         entry[1].set_result(ts)
             case Error(ref=ref) if (
-                ref in self.pending and frame.code == Code.UNAVAILABLE and self.resend_unavailable
+                ref in self.pending and frame.code in RESENT and self.resend_unavailable
             ):
                 self._resend_later(frame)
             case Error(ref=ref) if ref and ref in self.pending:
@@ -299,9 +304,10 @@ class Connection:
 
     def _resend_later(self, error: Error) -> None:
         """The relay did not store this envelope and said so: send it again (same id) after a
-        pause that doubles with each try, up to 5 s."""
+        pause that doubles with each try, up to 5 s, and no sooner than it asked."""
         tries = self._tries[error.ref] = self._tries.get(error.ref, 0) + 1
-        delay = min(0.05 * 2**tries, 5.0)
+        asked = (error.fields or {}).get("retry_after", 0)
+        delay = max(min(0.05 * 2**tries, 5.0), asked if isinstance(asked, int | float) else 0)
         self.resent += 1
         log.info("envelope %s not stored (%s); resending in %.2fs", error.ref, error.message, delay)
         asyncio.get_running_loop().call_later(delay, self._resend, error.ref, self._generation)

@@ -113,6 +113,11 @@ class Hub:
         self.per_device: dict[int, list[Connection]] = {}  # oldest first
         keys = max(100_000, 2 * settings.max_connections)
         self.device_frames = KeyedLimiter(settings.frames_per_second, settings.frame_burst, keys)
+        # a business's device sends up to its throughput tier, and acknowledges what comes back
+        extra = 2 * settings.business_max_throughput_per_second
+        self.business_frames = KeyedLimiter(
+            settings.frames_per_second + extra, settings.frame_burst + extra, keys
+        )
         self.address_frames = KeyedLimiter(
             settings.frames_per_second_per_address, settings.frame_burst_per_address, keys
         )
@@ -334,6 +339,15 @@ class Connection:
             if self.writer_task is not None:
                 await asyncio.gather(self.writer_task, return_exceptions=True)
 
+    def _flooded(self, ref: str = "") -> bool:
+        """Charge a frame; past the buckets answer ``rate_limited``, naming the frame's id (a
+        client resends that envelope after ``retry_after``), and return True."""
+        wait, per = self.charge()
+        if wait:
+            message = f"too many frames from this {per}; slow down"
+            self.error(LimitExceeded(message, retry_after=round(wait, 3), per=per), ref)
+        return bool(wait)
+
     def charge(self) -> tuple[float, str]:
         """Count one frame against its address's bucket and its device's; the seconds to wait
         (0: go on) and which bucket ran out."""
@@ -341,7 +355,13 @@ class Connection:
         if wait:
             return wait, "address"
         if self.who is not None:
-            wait = self.hub.device_frames.take(str(self.who.device_id))
+            hub, who = self.hub, self.who
+            frames = (
+                hub.business_frames
+                if who.account_id in self.s.policy.businesses
+                else hub.device_frames
+            )
+            wait = frames.take(str(who.device_id))
         return wait, "device"
 
     async def _hello(self) -> Principal | None:
@@ -379,28 +399,24 @@ class Connection:
             data = await self.link.receive()
             if data is None:
                 return
-            wait, per = self.charge()
-            if wait:
-                self.error(
-                    LimitExceeded(
-                        f"too many frames from this {per}; slow down",
-                        retry_after=round(wait, 3),
-                        per=per,
-                    )
-                )
-                continue
             size = data if isinstance(data, int) else len(data)
             if isinstance(data, int) or size > limit:
-                self.error(
-                    LimitExceeded(
-                        f"frame of {size} bytes exceeds {limit}", code=Code.ENVELOPE_TOO_LARGE
+                if not self._flooded():
+                    self.error(
+                        LimitExceeded(
+                            f"frame of {size} bytes exceeds {limit}", code=Code.ENVELOPE_TOO_LARGE
+                        )
                     )
-                )
                 continue
             try:
                 frame = self.codec.decode(data)
             except FrameError as exc:
-                self.error(exc)
+                if not self._flooded():
+                    self.error(exc)
+                continue
+            # an acknowledgement only frees what this connection holds: never refused, so that
+            # a flood cannot leave a device's deliveries waiting for an ack that was dropped
+            if not isinstance(frame, Ack) and self._flooded(getattr(frame, "id", "")):
                 continue
             try:
                 await self._dispatch(frame)
