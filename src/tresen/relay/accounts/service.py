@@ -291,6 +291,13 @@ class AccountService:
             "touch_device", lambda txn: store.touch_device(txn, who.device_id, who.account_id, now)
         )
 
+    async def do_mark_seen(self, account_ids: list[int], at: int) -> None:
+        """Accounts that went offline without a disconnect (their node died) were last seen
+        about ``at``."""
+        await self.db.run_interaction(
+            "mark_seen", lambda txn: store.mark_seen(txn, account_ids, at)
+        )
+
     # ------------------------------------------------------------ profiles and contacts
 
     async def access_me(self, who: Principal) -> Me:

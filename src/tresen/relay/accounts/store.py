@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tresen.relay.accounts.models import Device, Me, Profile
 from tresen.storage.engine import Row, Txn
 
@@ -96,6 +98,15 @@ async def revoke_all_devices(txn: Txn, account_id: int, now: int) -> list[int]:
 async def touch_device(txn: Txn, device_id: int, account_id: int, now: int) -> None:
     await txn.execute("UPDATE devices SET last_seen_at = ? WHERE id = ?", now, device_id)
     await txn.execute("UPDATE accounts SET last_seen_at = ? WHERE id = ?", now, account_id)
+
+
+async def mark_seen(txn: Txn, account_ids: Sequence[int], at: int) -> None:
+    """Move these accounts' last seen forward to ``at`` (never back)."""
+    await txn.executemany(
+        "UPDATE accounts SET last_seen_at = ? "
+        "WHERE id = ? AND (last_seen_at IS NULL OR last_seen_at < ?)",
+        [(at, account_id, at) for account_id in account_ids],
+    )
 
 
 # ---------------------------------------------------------------- codes

@@ -153,13 +153,16 @@ class PresenceService:
         still = await self.book.online(candidates)
         now = self.clock.now_ms()
         gone = [a for a in candidates if a not in still]
+        if not gone:
+            return 0
+        # their node never stored a last seen: the sweep's time is the best there is
+        await self.accounts.do_mark_seen(gone, now)
         for account in gone:
             self.elsewhere.discard(account)
             self.bus.publish(
                 f"presence.{account}", PresenceEvent(account=account, online=False, last_seen=now)
             )
-        if gone:
-            log.info("%d accounts went offline with a node that stopped", len(gone))
+        log.info("%d accounts went offline with a node that stopped", len(gone))
         return len(gone)
 
     def _book_change(self, account: int, joined: bool) -> None:
