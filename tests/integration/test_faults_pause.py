@@ -12,13 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import signal
-from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from typing_extensions import override
@@ -29,17 +26,17 @@ from tresen.errors import Unavailable
 from tresen.relay.clock import Clock
 from tresen.relay.envelopes import store
 from tresen.relay.envelopes.writer import NewItem, WriteOp, Writer
-from tresen.storage.engine import Database, Txn
+from tresen.storage.engine import Database, Txn, open_database
 
-from ..conftest import PG_ADMIN, Harness
+from ..conftest import Harness
+from ._load import Load, until
 from .test_multinode import (  # noqa: F401 - pg_url, registrar and stop_nodes are fixtures
-    NATS_URL,
     Balancer,
     Node,
     pg_url,
     registrar,
+    start_nodes,
     stop_nodes,
-    until,
 )
 from .test_multinode_seq import nodes  # noqa: F401 - two databases on one PostgreSQL database
 
@@ -54,18 +51,12 @@ NODES = 3
 class CheckedBalancer(Balancer):
     """The test balancer with health checks, as a real one has: a node whose ``/healthz`` does
     not answer in time gets no new connections. (A paused node's kernel still completes TCP
-    handshakes, so "it accepts" is not enough to tell.) It also notes which node each client
-    socket went to."""
+    handshakes, so "it accepts" is not enough to tell.)"""
 
     def __init__(self, backends: list[Node]) -> None:
         super().__init__(backends)
         self.up = list(backends)
-        self.routes: dict[int, int] = {}  # client's local port -> node port
         self.checker: asyncio.Task[None] | None = None
-
-    def node_of(self, conn: Connection) -> int:
-        assert conn.ws is not None
-        return self.routes[conn.ws.local_address[1]]
 
     @override
     async def start(self) -> None:
@@ -86,26 +77,12 @@ class CheckedBalancer(Balancer):
                 await asyncio.sleep(0.2)
 
     @override
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _upstream(self) -> tuple[Node, asyncio.StreamReader, asyncio.StreamWriter] | None:
         node = self.up[self.turn % len(self.up)]
         self.turn += 1
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", node.port)
-        except OSError:
-            writer.close()
-            return
-        self.placed[node.port] += 1
-        self.routes[writer.get_extra_info("peername")[1]] = node.port
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            with contextlib.suppress(OSError):
-                dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        with contextlib.suppress(OSError):
+            return node, *(await asyncio.open_connection("127.0.0.1", node.port))
+        return None
 
     @override
     async def close(self) -> None:
@@ -124,115 +101,48 @@ async def test_a_node_paused_past_the_heartbeat_loses_nothing_and_shows_nothing_
     pairs = [(await registrar.new_device(), await registrar.new_device()) for _ in range(PAIRS)]
     late = await registrar.new_device()
     await registrar.server.stop()
-    # as docs/scale-out.md asks: a session frozen inside a transaction (this node's, paused
-    # mid-batch, holding its devices' queue locks and the ids it claimed) is ended by the server
-    admin = await asyncpg.connect(PG_ADMIN)
-    try:
-        name = pg_url.rsplit("/", 1)[1]
-        await admin.execute(
-            f"ALTER DATABASE \"{name}\" SET idle_in_transaction_session_timeout = '{IDLE_IN_TXN}'"
-        )
-    finally:
-        await admin.close()
     monkeypatch.setenv("TRESEN_HEARTBEAT_SECONDS", str(HEARTBEAT))
-    bus = f"{NATS_URL}/t{secrets.token_hex(5)}"
-    started = [Node(pg_url, bus, tmp_path / "media") for _ in range(NODES)]
-    stop_nodes.extend(started)
-    for node in started:
-        node.start()
-    await asyncio.gather(*(node.ready() for node in started))
+    # the server ends the paused node's session frozen inside a transaction (mid-batch, holding
+    # its devices' queue locks and the ids it claimed) sooner than the relay's default 30 s
+    short = f"{pg_url}?idle_in_transaction_session_timeout={IDLE_IN_TXN}"
+    started = await start_nodes(stop_nodes, short, tmp_path / "media", NODES)
     balancer = CheckedBalancer(started)
     await balancer.start()
-    senders = [Connection(balancer.url, a.token) for a, _ in pairs]
-    receivers = [Connection(balancer.url, b.token) for _, b in pairs]
-    acked: list[set[str]] = [set() for _ in range(PAIRS)]
-    failed: list[BaseException] = []
-    received: list[list[Any]] = [[] for _ in range(PAIRS)]
-    stop = asyncio.Event()
     paused = started[0]
     assert paused.proc is not None
-
-    async def send_loop(i: int) -> None:
-        to, n = pairs[i][1], 0
-        in_flight: set[asyncio.Task[str]] = set()
-
-        def done(task: asyncio.Task[str]) -> None:
-            in_flight.discard(task)
-            if task.exception() is not None:
-                failed.append(task.exception())  # type: ignore[arg-type]
-            else:
-                acked[i].add(task.result())
-
-        while not stop.is_set():
-            task = asyncio.create_task(
-                senders[i].send(to.account_id, {to.device_id: b"x"}, id=f"p{i}-{n}")
-            )
-            n += 1
-            in_flight.add(task)
-            task.add_done_callback(done)
-            while len(in_flight) >= 8:
-                await asyncio.sleep(0.001)
-        await asyncio.gather(*in_flight, return_exceptions=True)
-
-    async def recv_loop(i: int) -> None:
-        while True:
-            received[i].append(await receivers[i].recv(timeout=None))
-
     try:
-        for conn in senders + receivers:
-            await conn.connect()
-            assert conn.welcome is not None and conn.welcome.heartbeat == HEARTBEAT
-        everyone = senders + receivers
-        on_paused = [c for c in everyone if balancer.node_of(c) == paused.port]
-        assert on_paused  # round robin put some of them on the node that will pause
-        before = {id(c): c.reconnects for c in everyone}
-        send_tasks = [asyncio.create_task(send_loop(i)) for i in range(PAIRS)]
-        recv_tasks = [asyncio.create_task(recv_loop(i)) for i in range(PAIRS)]
-        await until(lambda: all(len(r) >= 20 for r in received), "traffic on every pair")
+        async with Load.through(balancer.url, pairs) as load:
+            for conn in load.connections:
+                assert conn.welcome is not None and conn.welcome.heartbeat == HEARTBEAT
+            on_paused = [c for c in load.connections if balancer.node_of(c) == paused.port]
+            assert on_paused  # round robin put some of them on the node that will pause
+            before = {id(c): c.reconnects for c in load.connections}
+            await load.each_pair_receives(20, "traffic on every pair")
 
-        os.kill(paused.proc.pid, signal.SIGSTOP)
-        try:
-            # its clients hear no pong, drop the socket and reconnect elsewhere; every pair
-            # (some had a sender or a receiver on the paused node) goes on while it sleeps
-            await until(
-                lambda: all(c.reconnects > before[id(c)] for c in on_paused),
-                "the paused node's clients reconnected",
-            )
-            assert all(balancer.node_of(c) != paused.port for c in on_paused)
-            during = [len(r) for r in received]
-            await until(
-                lambda: all(len(r) >= d + 20 for r, d in zip(received, during, strict=True)),
-                "every pair delivers while the node is paused",
-            )
-        finally:
-            os.kill(paused.proc.pid, signal.SIGCONT)
+            os.kill(paused.proc.pid, signal.SIGSTOP)
+            try:
+                # its clients hear no pong, drop the socket and reconnect elsewhere; every pair
+                # (some had a sender or a receiver on the paused node) goes on while it sleeps
+                await until(
+                    lambda: all(c.reconnects > before[id(c)] for c in on_paused),
+                    "the paused node's clients reconnected",
+                )
+                assert all(balancer.node_of(c) != paused.port for c in on_paused)
+                await load.each_pair_receives(20, "every pair delivers while the node is paused")
+            finally:
+                os.kill(paused.proc.pid, signal.SIGCONT)
 
-        # the node wakes up: it serves again, and what it had in hand reaches nobody twice
-        woke = Connection(paused.url, late.token)
-        await woke.connect()
-        await senders[0].send(late.account_id, {late.device_id: b"good morning"})
-        assert (await woke.recv(timeout=30)).body == b"good morning"
-        await woke.close()
-        after = sum(len(a) for a in acked)
-        await until(lambda: sum(len(a) for a in acked) >= after + 50 * PAIRS, "traffic goes on")
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*send_tasks), 60)
-        assert failed == []
-        await until(
-            lambda: all(acked[i] <= {it.id for it in received[i]} for i in range(PAIRS)),
-            "every acknowledged envelope delivered",
-            seconds=60,
-        )
-        for i in range(PAIRS):
-            ids = [it.id for it in received[i]]
-            dupes = [k for k, v in Counter(ids).items() if v > 1]
-            assert dupes == [], f"pair {i} was shown {dupes[:5]} twice"
-        for t in recv_tasks:
-            t.cancel()
+            # the node wakes up: it serves again, and what it had in hand reaches nobody twice
+            woke = Connection(paused.url, late.token)
+            await woke.connect()
+            await load.senders[0].send(late.account_id, {late.device_id: b"good morning"})
+            assert (await woke.recv(timeout=30)).body == b"good morning"
+            await woke.close()
+            await load.acknowledges(50 * PAIRS, "traffic goes on")
+            await load.stop_sending()
+            assert load.failed == []
+            await load.check_delivered()
     finally:
-        stop.set()
-        for conn in senders + receivers:
-            await conn.close()
         await balancer.close()
 
 
@@ -272,3 +182,56 @@ async def test_an_id_claimed_by_a_frozen_batch_does_not_stall_another_nodes_writ
     again = WriteOp(items=[NewItem(device, "message", "x", 1, sender)], dedupe=(sender, "x"))
     assert await writer_b.submit_wait(again) is True
     await writer_b.close()
+
+
+async def test_a_session_frozen_inside_a_transaction_is_ended_and_its_locks_go_to_the_others(
+    pg_url: str,  # noqa: F811
+) -> None:
+    """A node whose event loop is stuck in the middle of a batch (or that is paused) holds its
+    devices' queue locks and the envelope ids it claimed. The relay's sessions carry
+    ``idle_in_transaction_session_timeout`` (30 s; here a shorter one from the database URL):
+    the server ends the frozen session, another node gets the locks and the ids, and the frozen
+    node, once it wakes, fails the batch ``unavailable`` and goes on with a new connection."""
+    frozen = open_database(f"{pg_url}?idle_in_transaction_session_timeout=500ms", pool_size=1)
+    await frozen.open()
+    await frozen.migrate()
+    sender, device = 77, 4243
+
+    async def other_node_batch() -> set[tuple[int, str]]:
+        """The same device and id on another node (in a loop of its own: the frozen one's is
+        stuck). It waits for the locks as long as it takes, not the writer's 5 s: it gets them
+        only once the server has ended the frozen session."""
+        other = open_database(pg_url, pool_size=1)
+        await other.open()
+
+        async def batch(txn: Txn) -> set[tuple[int, str]]:
+            row = await txn.fetchone("SHOW idle_in_transaction_session_timeout")
+            assert row is not None and row[0] == "30s"  # the relay's own, without the URL's
+            await txn.lock_keys(store.QUEUE_LOCK_SPACE, [device], timeout="60s")
+            return await store.claim_envelope_ids(txn, [(sender, "x")], 2)
+
+        try:
+            return await other.run_interaction("write_batch", batch)
+        finally:
+            await other.close()
+
+    taken: list[set[tuple[int, str]]] = []
+
+    async def frozen_batch(txn: Txn) -> None:
+        await store.lock_queues(txn, [device])
+        assert await store.claim_envelope_ids(txn, [(sender, "x")], 1) == {(sender, "x")}
+        # the event loop sticks here, inside the transaction, until the other node is done
+        with ThreadPoolExecutor(1) as other_node:
+            taken.append(other_node.submit(asyncio.run, other_node_batch()).result())
+        await txn.execute("SELECT 1")
+
+    with pytest.raises(Unavailable) as answer:
+        await frozen.run_interaction("write_batch", frozen_batch)
+    assert "idle-in-transaction" in answer.value.message
+    assert taken == [{(sender, "x")}]  # the other node stored x: the frozen claim was undone
+    # the frozen node's pool opens a new connection; a resend of x is now a duplicate
+    again = await frozen.run_interaction(
+        "write_batch", lambda txn: store.claim_envelope_ids(txn, [(sender, "x")], 3)
+    )
+    assert again == set()
+    await frozen.close()

@@ -18,28 +18,23 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
 
-from tresen.client import Connection
 from tresen.errors import Unavailable
-from tresen.relay.clock import Clock
-from tresen.relay.server import RelayServer
 
-from .. import conftest
-from ..conftest import CapturingSender, Harness
+from ..conftest import Harness
+from ._load import Load, until
 from .test_multinode import (  # noqa: F401 - stop_nodes is a fixture
-    NATS_URL,
     Balancer,
     Node,
     free_port,
+    registering_relay,
+    start_nodes,
     stop_nodes,
-    until,
 )
 
 pytestmark = pytest.mark.postgres  # runs in the PostgreSQL pass only (tests/conftest.py)
@@ -128,15 +123,8 @@ async def private_db(private_pg: PrivatePostgres) -> AsyncIterator[str]:
 async def registrar(private_db: str, tmp_path: Path) -> AsyncIterator[Harness]:
     """An in-process relay on the private cluster: registers devices (and, in the read-only
     test, is the relay)."""
-    sender = CapturingSender()
-    settings = conftest.test_settings(private_db, media_dir=str(tmp_path / "media"))
-    server = RelayServer(settings, clock=Clock(), code_sender=sender)
-    await server.start()
-    harness = Harness(server, sender, Clock())
-    yield harness
-    await harness.aclose()
-    with contextlib.suppress(Exception):
-        await server.stop()
+    async with registering_relay(private_db, tmp_path) as harness:
+        yield harness
 
 
 PAIRS = 4
@@ -154,87 +142,29 @@ async def test_a_postgres_restart_under_load_loses_nothing_and_shows_nothing_twi
 ) -> None:
     pairs = [(await registrar.new_device(), await registrar.new_device()) for _ in range(PAIRS)]
     await registrar.server.stop()
-    bus = f"{NATS_URL}/t{secrets.token_hex(5)}"
-    nodes = [Node(private_db, bus, tmp_path / "media") for _ in range(NODES)]
-    stop_nodes.extend(nodes)
-    for node in nodes:
-        node.start()
-    await asyncio.gather(*(node.ready() for node in nodes))
+    nodes = await start_nodes(stop_nodes, private_db, tmp_path / "media", NODES)
     balancer = Balancer(nodes)
     await balancer.start()
-    senders = [Connection(balancer.url, a.token) for a, _ in pairs]
-    receivers = [Connection(balancer.url, b.token) for _, b in pairs]
-    acked: list[set[str]] = [set() for _ in range(PAIRS)]
-    failed: list[BaseException] = []
-    received: list[list[Any]] = [[] for _ in range(PAIRS)]
-    stop = asyncio.Event()
-
-    async def send_loop(i: int) -> None:
-        to, n = pairs[i][1], 0
-        in_flight: set[asyncio.Task[str]] = set()
-
-        def done(task: asyncio.Task[str]) -> None:
-            in_flight.discard(task)
-            if task.exception() is not None:
-                failed.append(task.exception())  # type: ignore[arg-type]
-            else:
-                acked[i].add(task.result())
-
-        while not stop.is_set():
-            task = asyncio.create_task(
-                senders[i].send(to.account_id, {to.device_id: b"x"}, id=f"p{i}-{n}")
-            )
-            n += 1
-            in_flight.add(task)
-            task.add_done_callback(done)
-            while len(in_flight) >= 8:
-                await asyncio.sleep(0.001)
-        await asyncio.gather(*in_flight, return_exceptions=True)
-
-    async def recv_loop(i: int) -> None:
-        while True:
-            received[i].append(await receivers[i].recv(timeout=None))
-
     try:
-        for conn in senders + receivers:
-            await conn.connect()
-        send_tasks = [asyncio.create_task(send_loop(i)) for i in range(PAIRS)]
-        recv_tasks = [asyncio.create_task(recv_loop(i)) for i in range(PAIRS)]
-        await until(lambda: all(len(r) >= 20 for r in received), "traffic on every pair")
-        resent = sum(c.resent for c in senders)
-        if how == "restart -m fast":
-            await asyncio.to_thread(private_pg.ctl, "restart", "fast")
-        else:
-            await asyncio.to_thread(private_pg.ctl, "stop", "immediate")
-            # while the database is down, senders are told their envelopes were not stored
-            await until(lambda: sum(c.resent for c in senders) > resent, "an 'unavailable' answer")
-            await asyncio.to_thread(private_pg.ctl, "start")
-        after = sum(len(a) for a in acked)
-        # the nodes reconnect to the database on their own; traffic goes on
-        await until(
-            lambda: sum(len(a) for a in acked) >= after + 100 * PAIRS, "traffic after the restart"
-        )
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*send_tasks), 60)
-        assert failed == []  # every send was stored in the end (some after a resend)
-        assert all(node.proc is not None and node.proc.poll() is None for node in nodes)
-        await until(
-            lambda: all(acked[i] <= {it.id for it in received[i]} for i in range(PAIRS)),
-            "every acknowledged envelope delivered",
-            seconds=60,
-        )
-        for i in range(PAIRS):
-            ids = [it.id for it in received[i]]
-            dupes = [k for k, v in Counter(ids).items() if v > 1]
-            assert dupes == [], f"pair {i} was shown {dupes[:5]} twice"
-        # the batches cut off by the restart were answered 'unavailable' and resent
-        assert sum(c.resent for c in senders) > resent
-        for t in recv_tasks:
-            t.cancel()
+        async with Load.through(balancer.url, pairs) as load:
+            await load.each_pair_receives(20, "traffic on every pair")
+            resent = load.resent()
+            if how == "restart -m fast":
+                await asyncio.to_thread(private_pg.ctl, "restart", "fast")
+            else:
+                await asyncio.to_thread(private_pg.ctl, "stop", "immediate")
+                # while the database is down, senders are told their envelopes were not stored
+                await until(lambda: load.resent() > resent, "an 'unavailable' answer")
+                await asyncio.to_thread(private_pg.ctl, "start")
+            # the nodes reconnect to the database on their own; traffic goes on
+            await load.acknowledges(100 * PAIRS, "traffic after the restart")
+            await load.stop_sending()
+            assert load.failed == []  # every send was stored in the end (some after a resend)
+            assert all(node.proc is not None and node.proc.poll() is None for node in nodes)
+            await load.check_delivered()
+            # the batches cut off by the restart were answered 'unavailable' and resent
+            assert load.resent() > resent
     finally:
-        stop.set()
-        for conn in senders + receivers:
-            await conn.close()
         await balancer.close()
 
 

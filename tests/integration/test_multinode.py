@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from tresen.relay.server import RelayServer
 
 from .. import conftest
 from ..conftest import PG_ADMIN, CapturingSender, DeviceHandle, Harness
+from ._load import Load, until
 
 pytestmark = pytest.mark.postgres  # runs in the PostgreSQL pass only (tests/conftest.py)
 
@@ -46,16 +47,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-async def until(condition: Callable[[], bool], what: str, seconds: float = 30.0) -> None:
-    """Wait for ``condition``; the limit only keeps a broken run from hanging."""
-    try:
-        async with asyncio.timeout(seconds):
-            while not condition():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"gave up waiting: {what}") from None
 
 
 class Node:
@@ -125,7 +116,8 @@ class Node:
 
 class Balancer:
     """A TCP load balancer in front of the nodes: each new connection goes to the next node
-    that accepts it, as a real one with health checks would."""
+    that accepts it, as a real one with health checks would. It notes which node each client
+    socket went to."""
 
     def __init__(self, nodes: list[Node]) -> None:
         self.nodes = nodes
@@ -133,30 +125,37 @@ class Balancer:
         self.server: asyncio.Server | None = None
         self.port = 0
         self.placed: Counter[int] = Counter()
+        self.routes: dict[int, int] = {}  # client's local port -> node port
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def node_of(self, conn: Connection) -> int:
+        assert conn.ws is not None
+        return self.routes[conn.ws.local_address[1]]
+
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = int(self.server.sockets[0].getsockname()[1])
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream = None
+    async def _upstream(self) -> tuple[Node, asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """The next node that accepts the connection, and the connection to it."""
         for _ in range(len(self.nodes)):
             node = self.nodes[self.turn % len(self.nodes)]
             self.turn += 1
-            try:
-                upstream = await asyncio.open_connection("127.0.0.1", node.port)
-                self.placed[node.port] += 1
-                break
-            except OSError:
-                continue
+            with contextlib.suppress(OSError):
+                return node, *(await asyncio.open_connection("127.0.0.1", node.port))
+        return None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream = await self._upstream()
         if upstream is None:
             writer.close()
             return
-        up_reader, up_writer = upstream
+        node, up_reader, up_writer = upstream
+        self.placed[node.port] += 1
+        self.routes[writer.get_extra_info("peername")[1]] = node.port
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
@@ -204,30 +203,56 @@ async def pg_url() -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest.fixture
-async def registrar(pg_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    """An in-process relay on the same database, to register devices before the nodes start."""
+@contextlib.asynccontextmanager
+async def registering_relay(db_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    """An in-process relay on ``db_url``, to register devices before the nodes start."""
     sender = CapturingSender()
-    settings = conftest.test_settings(pg_url, media_dir=str(tmp_path / "media"))
+    settings = conftest.test_settings(db_url, media_dir=str(tmp_path / "media"))
     server = RelayServer(settings, clock=Clock(), code_sender=sender)
     await server.start()
     harness = Harness(server, sender, Clock())
-    yield harness
-    await harness.aclose()
-    with contextlib.suppress(Exception):
-        await server.stop()
+    try:
+        yield harness
+    finally:
+        await harness.aclose()
+        with contextlib.suppress(Exception):
+            await server.stop()
 
 
-async def start_cluster(
-    registrar: Harness, pg_url: str, tmp_path: Path, env: dict[str, str] | None = None
-) -> Cluster:
-    await registrar.server.stop()  # registration done; the nodes take over the database
-    name = f"t{secrets.token_hex(5)}"
-    nodes = [Node(pg_url, f"{NATS_URL}/{name}", tmp_path / "media", env) for _ in range(NODES)]
+@pytest.fixture
+async def registrar(pg_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    """An in-process relay on the same database, to register devices before the nodes start."""
+    async with registering_relay(pg_url, tmp_path) as harness:
+        yield harness
+
+
+async def start_nodes(
+    stop_nodes: list[Node],
+    db_url: str,
+    media: Path,
+    count: int = NODES,
+    env: dict[str, str] | None = None,
+) -> list[Node]:
+    """``count`` nodes on ``db_url`` and a NATS namespace of their own; ``stop_nodes`` ends
+    them after the test."""
+    bus = f"{NATS_URL}/t{secrets.token_hex(5)}"
+    nodes = [Node(db_url, bus, media, env) for _ in range(count)]
+    stop_nodes.extend(nodes)
     for node in nodes:
         node.start()
     await asyncio.gather(*(node.ready() for node in nodes))
-    return Cluster(registrar, nodes)
+    return nodes
+
+
+async def start_cluster(
+    registrar: Harness,
+    pg_url: str,
+    tmp_path: Path,
+    stop_nodes: list[Node],
+    env: dict[str, str] | None = None,
+) -> Cluster:
+    await registrar.server.stop()  # registration done; the nodes take over the database
+    return Cluster(registrar, await start_nodes(stop_nodes, pg_url, tmp_path / "media", env=env))
 
 
 @pytest.fixture
@@ -252,8 +277,7 @@ async def test_devices_on_different_nodes_exchange_envelopes_receipts_typing_and
 ) -> None:
     alice, bob, carol, dave = [await registrar.new_device() for _ in range(4)]
     dave_laptop = await registrar.link_device(dave, "laptop")
-    cluster = await start_cluster(registrar, pg_url, tmp_path)
-    stop_nodes.extend(cluster.nodes)
+    cluster = await start_cluster(registrar, pg_url, tmp_path, stop_nodes)
 
     a = await cluster.connect(alice, 0)
     c = await cluster.connect(carol, 2)
@@ -325,21 +349,23 @@ async def test_watchers_hear_offline_for_the_accounts_of_a_node_that_died(
     and the other nodes tell their watchers."""
     alice, dave = await registrar.new_device(), await registrar.new_device()
     env = {"TRESEN_PRESENCE_TTL_SECONDS": "3"}
-    cluster = await start_cluster(registrar, pg_url, tmp_path, env)
-    stop_nodes.extend(cluster.nodes)
+    cluster = await start_cluster(registrar, pg_url, tmp_path, stop_nodes, env)
     a = await cluster.connect(alice, 0)
     await cluster.connect(dave, 1, reconnect=False)  # dave's phone goes down with the node
     await a.watch([dave.account_id])
     assert await a.notice() == Presence(account=dave.account_id, online=True)
+    killed_at = int(time.time() * 1000)
     cluster.nodes[1].kill()
     offline = await a.notice(timeout=20)
     assert isinstance(offline, Presence) and offline.account == dave.account_id
-    assert not offline.online and offline.last_seen > 0
+    assert not offline.online and offline.last_seen >= killed_at
     async with httpx.AsyncClient(
         base_url=cluster.nodes[2].url, headers={"Authorization": f"Bearer {alice.token}"}
     ) as http:
         r = await http.get(f"/v1/accounts/{dave.account_id}/presence")
         assert r.status_code == 200 and r.json()["online"] is False
+        # the dead node never stored it: the sweep did
+        assert r.json()["last_seen"] >= killed_at, r.json()
 
 
 async def drain(conn: Connection) -> list[Any]:
@@ -356,8 +382,7 @@ async def test_a_device_signed_out_on_one_node_is_cut_off_on_another(
     phone_device = await registrar.new_device()
     laptop = await registrar.link_device(phone_device, "laptop")
     friend = await registrar.new_device()
-    cluster = await start_cluster(registrar, pg_url, tmp_path)
-    stop_nodes.extend(cluster.nodes)
+    cluster = await start_cluster(registrar, pg_url, tmp_path, stop_nodes)
 
     on_b = await cluster.connect(laptop, 1)
     sender = await cluster.connect(friend, 2)
@@ -400,88 +425,31 @@ async def test_losing_one_node_under_load_loses_nothing_and_shows_nothing_twice(
     what it took, and exits 0."""
     pairs = [(await registrar.new_device(), await registrar.new_device()) for _ in range(PAIRS)]
     bystander = await registrar.new_device()
-    cluster = await start_cluster(registrar, pg_url, tmp_path)
-    stop_nodes.extend(cluster.nodes)
+    cluster = await start_cluster(registrar, pg_url, tmp_path, stop_nodes)
     balancer = Balancer(cluster.nodes)
     await balancer.start()
-    senders = [Connection(balancer.url, a.token) for a, _ in pairs]
-    receivers = [Connection(balancer.url, b.token) for _, b in pairs]
-    acked: list[set[str]] = [set() for _ in range(PAIRS)]
-    received: list[list[Any]] = [[] for _ in range(PAIRS)]
-    stop = asyncio.Event()
     try:
-        for conn in senders + receivers:
-            await conn.connect()
-        # one device straight on the node that goes away, to see how it is told
-        direct = await cluster.connect(bystander, 0, reconnect=False)
-        assert len(balancer.placed) == NODES  # the connections are spread over all three
-
-        async def send_loop(i: int) -> None:
-            to = pairs[i][1]
-            n = 0
-            in_flight: set[asyncio.Task[str]] = set()
-            while not stop.is_set():
-                envelope_id = f"p{i}-{n}"
-                n += 1
-                task = asyncio.create_task(
-                    senders[i].send(to.account_id, {to.device_id: b"x"}, id=envelope_id)
-                )
-                task.add_done_callback(
-                    lambda t: (
-                        acked[i].add(t.result())
-                        if not t.cancelled() and not t.exception()
-                        else None
-                    )
-                )
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-                while len(in_flight) >= 8:
-                    await asyncio.sleep(0.001)
-            await asyncio.gather(*in_flight, return_exceptions=True)
-
-        async def recv_loop(i: int) -> None:
-            while True:
-                received[i].append(await receivers[i].recv(timeout=None))
-
-        send_tasks = [asyncio.create_task(send_loop(i)) for i in range(PAIRS)]
-        recv_tasks = [asyncio.create_task(recv_loop(i)) for i in range(PAIRS)]
-        await until(lambda: all(len(a) >= 20 for a in acked), "traffic on every pair")
-        before = sum(len(a) for a in acked)
-        if how == "kill -9":
-            cluster.nodes[0].kill()
-        else:
-            proc = cluster.nodes[0].proc
-            assert proc is not None
-            proc.send_signal(signal.SIGTERM)
-            # uvicorn drains, then ends the process with the signal it caught
-            assert await asyncio.to_thread(proc.wait, 30) in (0, -signal.SIGTERM)
-            await until(lambda: direct.fatal is not None, "the direct connection was closed")
-            assert "(1012)" in str(direct.fatal)  # service restart: reconnect elsewhere
-        # its devices reconnect through the balancer to the two nodes left
-        await until(
-            lambda: sum(len(a) for a in acked) >= before + 200 * PAIRS // 6,
-            "traffic continues on the remaining nodes",
-        )
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*send_tasks), 60)
-        total = [len(a) for a in acked]
-        await until(
-            lambda: all(len({it.id for it in received[i]}) >= total[i] for i in range(PAIRS)),
-            "every acknowledged envelope delivered",
-            seconds=60,
-        )
-        for i in range(PAIRS):
-            ids = [it.id for it in received[i]]
-            assert acked[i] <= set(ids), f"pair {i} lost {sorted(acked[i] - set(ids))[:5]}"
-            dupes = [k for k, v in Counter(ids).items() if v > 1]
-            assert dupes == [], f"pair {i} was shown {dupes[:5]} twice"
-        assert sum(c.reconnects for c in senders + receivers) > 0
-        for t in recv_tasks:
-            t.cancel()
+        async with Load.through(balancer.url, pairs) as load:
+            # one device straight on the node that goes away, to see how it is told
+            direct = await cluster.connect(bystander, 0, reconnect=False)
+            assert len(balancer.placed) == NODES  # the connections are spread over all three
+            await load.each_pair_receives(20, "traffic on every pair")
+            if how == "kill -9":
+                cluster.nodes[0].kill()
+            else:
+                proc = cluster.nodes[0].proc
+                assert proc is not None
+                proc.send_signal(signal.SIGTERM)
+                # uvicorn drains, then ends the process with the signal it caught
+                assert await asyncio.to_thread(proc.wait, 30) in (0, -signal.SIGTERM)
+                await until(lambda: direct.fatal is not None, "the direct connection was closed")
+                assert "(1012)" in str(direct.fatal)  # service restart: reconnect elsewhere
+            # its devices reconnect through the balancer to the two nodes left
+            await load.acknowledges(200 * PAIRS // 6, "traffic continues on the remaining nodes")
+            await load.stop_sending()
+            await load.check_delivered()
+            assert sum(c.reconnects for c in load.connections) > 0
     finally:
-        stop.set()
-        for conn in senders + receivers:
-            await conn.close()
         await balancer.close()
 
 
@@ -507,57 +475,17 @@ async def test_a_nats_restart_under_load_loses_nothing_and_shows_nothing_twice(
         receivers = [
             Connection(nodes[(i + 1) % NODES].url, b.token) for i, (_, b) in enumerate(pairs)
         ]
-        for conn in senders + receivers:
-            await conn.connect()
-        acked: list[set[str]] = [set() for _ in range(PAIRS)]
-        received: list[list[Any]] = [[] for _ in range(PAIRS)]
-        stop = asyncio.Event()
-
-        async def send_loop(i: int) -> None:
-            to, n = pairs[i][1], 0
-            while not stop.is_set():
-                envelope_id = f"p{i}-{n}"
-                n += 1
-                with contextlib.suppress(Exception):
-                    acked[i].add(
-                        await senders[i].send(to.account_id, {to.device_id: b"x"}, id=envelope_id)
-                    )
-
-        async def recv_loop(i: int) -> None:
-            while True:
-                received[i].append(await receivers[i].recv(timeout=None))
-
-        send_tasks = [asyncio.create_task(send_loop(i)) for i in range(PAIRS)]
-        recv_tasks = [asyncio.create_task(recv_loop(i)) for i in range(PAIRS)]
-        try:
-            await until(lambda: all(len(r) >= 10 for r in received), "cross-node traffic")
+        async with Load(pairs, senders, receivers, window=1) as load:
+            await load.each_pair_receives(10, "cross-node traffic")
             own.stop()
-            during = sum(len(a) for a in acked)
             # envelopes are still stored and acknowledged while NATS is away
-            await until(lambda: sum(len(a) for a in acked) >= during + 50, "sends go on")
+            await load.acknowledges(50, "sends go on")
             # no traffic after the restart: what was stored during the outage reaches the
             # receivers only through wake-ups NATS kept or the resync after the reconnect
-            stop.set()
-            await asyncio.wait_for(asyncio.gather(*send_tasks), 60)
+            await load.stop_sending()
             own.start()
             await own.ready()
-            await asyncio.wait_for(asyncio.gather(*send_tasks), 60)
-            total = [set(a) for a in acked]
-            await until(
-                lambda: all(total[i] <= {it.id for it in received[i]} for i in range(PAIRS)),
-                "every acknowledged envelope delivered after the restart",
-                seconds=60,
-            )
-            for i in range(PAIRS):
-                ids = [it.id for it in received[i]]
-                dupes = [k for k, v in Counter(ids).items() if v > 1]
-                assert dupes == [], f"pair {i} was shown {dupes[:5]} twice"
-        finally:
-            stop.set()
-            for t in recv_tasks:
-                t.cancel()
-            for conn in senders + receivers:
-                await conn.close()
+            await load.check_delivered()
     finally:
         for node in nodes:
             node.stop()

@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
@@ -26,7 +27,9 @@ _PLACEHOLDER = re.compile(r"\?")
 #: the server went away or cannot take the write now (a restart, a full disk, a read-only or
 #: shutting-down server, a command timeout): the caller gets ``unavailable`` and may retry (a
 #: commit cut off mid-way may have been stored: a resent envelope is then a duplicate by id).
-#: asyncpg reports a connection lost mid-operation as OSError or any of the next four.
+#: asyncpg reports a connection lost mid-operation as OSError or any of the next four; a session
+#: the server ended for idling in a transaction (see ``IDLE_IN_TRANSACTION``) is lost that way,
+#: or else names its own error.
 _UNAVAILABLE = (
     OSError,
     TimeoutError,
@@ -36,7 +39,16 @@ _UNAVAILABLE = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.exceptions.ReadOnlySQLTransactionError,
+    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,
 )
+
+#: the server ends a session of the relay's pool that sits this long inside a transaction
+#: without a statement (its node froze mid-interaction: SIGSTOP, a paused VM, a stuck event
+#: loop), which frees the rows and advisory locks it held for the other nodes; the interaction
+#: then fails ``unavailable`` and the pool opens a new connection. A database URL's own
+#: ``?idle_in_transaction_session_timeout=…`` (asyncpg passes a URL's unknown parameters on
+#: to the server as settings) takes its place.
+IDLE_IN_TRANSACTION = "30s"
 
 
 @lru_cache(maxsize=1024)
@@ -98,9 +110,15 @@ class PostgresDatabase:
         self._pool: Any = None
 
     async def open(self) -> None:
+        chosen = "idle_in_transaction_session_timeout" in parse_qs(urlsplit(self.dsn).query)
+        settings = {} if chosen else {"idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION}
         try:
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self.pool_size, command_timeout=60
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                command_timeout=60,
+                server_settings=settings,
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise Unavailable(
@@ -120,8 +138,10 @@ class PostgresDatabase:
         except asyncpg.exceptions.DataError as exc:  # SQLSTATE class 22: the value, not us
             raise unstorable(exc) from exc
         except _UNAVAILABLE as exc:
+            # on a lost connection the rollback fails too, and would hide why it was lost
+            first = exc.__context__ if isinstance(exc.__context__, _UNAVAILABLE) else exc
             raise Unavailable(
-                f"storage unavailable during {name} ({type(exc).__name__}: {exc}); try again"
+                f"storage unavailable during {name} ({type(first).__name__}: {first}); try again"
             ) from exc
         timer.done()
         return result
