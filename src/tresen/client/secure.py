@@ -204,9 +204,11 @@ class SecureDevice:
         self.verifications: dict[str, SasVerification] = {}
         self.notices: asyncio.Queue[Any] = asyncio.Queue()
         self._watcher: asyncio.Task[None] | None = None
+        #: the save that sends encrypted since the last one wait for (see :meth:`_saved`)
+        self._saving: asyncio.Future[None] | None = None
         #: store keys of received events not yet handled (by ``id()`` of the event)
         self._keys: dict[int, str] = {}
-        self._current = ""  # the key of the event recv() returned last
+        self._current: list[str] = []  # the keys of the events recv() returned last
         self._done_staged = False
         self._handled_seq = 0  # every item up to this seq is in the store
         self._restore_inbox()
@@ -262,6 +264,9 @@ class SecureDevice:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watcher
+        if self._saving is not None:
+            with contextlib.suppress(Exception):
+                await self._saving
         await self.device.close()
         if self.machine.store is not None:
             self.done()  # a clean close: the event returned last was handled
@@ -413,7 +418,7 @@ class SecureDevice:
                     )
                     events = make(identity) if identity is not None and usable else []
                     payloads[device] = encode_envelope(events)
-                self.machine.save()
+            await self._saved()
             try:
                 await conn.send(to, payloads, id=envelope_id, biz=biz)
                 return envelope_id
@@ -422,6 +427,21 @@ class SecureDevice:
                 async with self.lock:
                     await self.refresh_devices(changed)
         raise Unavailable(f"the device list of account {to} kept changing; try again")
+
+    async def _saved(self) -> None:
+        """Make the crypto state durable before a ciphertext leaves (the ratchet must never
+        step back after a crash). Sends that encrypt while a save waits for its turn share it:
+        one commit of the crypto store for all of them."""
+        if self.machine.store is None:
+            return  # nothing to make durable (an in-memory device)
+        if self._saving is None:
+            self._saving = asyncio.ensure_future(self._save_now())
+        await asyncio.shield(self._saving)
+
+    async def _save_now(self) -> None:
+        async with self.lock:  # never inside another holder's staged writes (recv)
+            self._saving = None  # what encrypts from here on waits for the next save
+            self.machine.save()
 
     async def _group_members(self, group_id: int) -> list[int]:
         view = self.groups.get(group_id)
@@ -558,6 +578,11 @@ class SecureDevice:
         :meth:`done`). Until then it stays in the device's store: after a crash or a restart the
         events not handled yet come again first, so handle each one idempotently (by its id).
         """
+        return (await self.recv_many(1, timeout))[0]
+
+    async def recv_many(self, limit: int = 100, timeout: float | None = 10.0) -> list[Event]:
+        """The events ready now (at least one, waiting as :meth:`recv` does; at most
+        ``limit``), for handling them together; asking again marks them all handled."""
         self.done()
         async with asyncio.timeout(timeout):
             while not self.events:
@@ -567,16 +592,17 @@ class SecureDevice:
                 while not conn.inbox.empty():  # what already arrived shares one commit
                     items.append(conn.inbox.get_nowait())
                 await self._take(items)
-            event = self.events.popleft()
-            self._current = self._keys.pop(id(event), "")
-            return event
+            taken = [self.events.popleft() for _ in range(min(max(limit, 1), len(self.events)))]
+            self._current = [key for key in (self._keys.pop(id(e), "") for e in taken) if key]
+            return taken
 
     def done(self) -> None:
-        """Mark the event :meth:`recv` returned last as handled (the next ``recv`` does too)."""
+        """Mark the events :meth:`recv` returned last as handled (the next ``recv`` does too)."""
         if self._current and self.machine.store is not None:
-            self.machine.store.delete(INBOX, self._current)
+            for key in self._current:
+                self.machine.store.delete(INBOX, key)
             self._done_staged = True
-        self._current = ""
+        self._current = []
 
     def _commit_done(self) -> None:
         if self._done_staged and self.machine.store is not None:

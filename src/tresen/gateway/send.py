@@ -172,8 +172,9 @@ async def deliver(
     await gw.do_record_sent(
         line, person, envelope_id, kind, category, opaque, "sent", pricing=pricing
     )
-    for receipt in line.inflight.pop(envelope_id, []):
-        await gw.on_receipt(line, receipt)
+    receipts = line.inflight.pop(envelope_id, [])
+    if receipts:
+        await gw.on_receipts(line, receipts)
     return envelope_id
 
 

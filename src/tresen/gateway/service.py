@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,9 @@ RECIPIENT_CACHE_SIZE = 50_000
 DAY_MS = 86_400_000
 #: tries to handle one received event (waits of 0.5, 1, 2, 4, then 8 s: about 50 s in all)
 HANDLING_ATTEMPTS = 10
+#: received events taken at once (receipts among them share one transaction)
+RECEIVE_BATCH = 200
+RECEIPT_STATUS = {"delivered": "delivered", "read": "read", "expired": "failed"}
 
 
 def token_hash(token: str) -> str:
@@ -370,37 +373,53 @@ class Gateway:
             log.warning("number %s: reading templates and quality failed: %s", line.number.id, exc)
         while True:
             try:
-                event = await line.secure.recv(None)
+                events = await line.secure.recv_many(RECEIVE_BATCH, None)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("number %s: receiving failed (%s); retrying", line.number.id, exc)
                 await asyncio.sleep(1)
                 continue
-            # the event stays in the device's store until the next recv(): a crash brings it
-            # again; a failure (the database restarting) is retried for about 50 s
-            for attempt in range(HANDLING_ATTEMPTS):
-                try:
-                    match event:
-                        case Message():
-                            await self._on_message(line, event)
-                        case Receipt():
-                            await self.on_receipt(line, event)
-                        case Undecryptable():
-                            await self._on_undecryptable(line, event)
-                        case RelayNotice(type="template_status" | "quality_update"):
-                            await do_poll(self, line)  # the webhook now, not at the next poll
-                    break
-                except Exception:
-                    last = attempt == HANDLING_ATTEMPTS - 1
-                    log.exception(
-                        "number %s: handling %s failed%s",
-                        line.number.id,
-                        type(event).__name__,
-                        "; giving up on it" if last else "; retrying",
-                    )
-                    if not last:
-                        await asyncio.sleep(min(0.5 * 2**attempt, 8.0))
+            # the events stay in the device's store until the next recv_many(): a crash brings
+            # them again; a failure (the database restarting) is retried for about 50 s.
+            # Receipts that arrived one after another share one transaction; the order of the
+            # events (and so of their webhooks) stays as it came.
+            receipts: list[Receipt] = []
+            for event in [*events, None]:
+                if isinstance(event, Receipt):
+                    receipts.append(event)
+                    continue
+                if receipts:
+                    await self._handle(line, "receipts", self.on_receipts, line, receipts)
+                    receipts = []
+                match event:
+                    case Message():
+                        await self._handle(line, "Message", self._on_message, line, event)
+                    case Undecryptable():
+                        await self._handle(
+                            line, "Undecryptable", self._on_undecryptable, line, event
+                        )
+                    case RelayNotice(type="template_status" | "quality_update"):
+                        # the webhook now, not at the next poll
+                        await self._handle(line, "RelayNotice", do_poll, self, line)
+
+    async def _handle(
+        self, line: Line, what: str, handle: Callable[..., Awaitable[object]], *args: Any
+    ) -> None:
+        for attempt in range(HANDLING_ATTEMPTS):
+            try:
+                await handle(*args)
+                return
+            except Exception:
+                last = attempt == HANDLING_ATTEMPTS - 1
+                log.exception(
+                    "number %s: handling %s failed%s",
+                    line.number.id,
+                    what,
+                    "; giving up on it" if last else "; retrying",
+                )
+                if not last:
+                    await asyncio.sleep(min(0.5 * 2**attempt, 8.0))
 
     async def _on_message(self, line: Line, msg: Message) -> None:
         from tresen.gateway.content import inbound, wamid
@@ -481,10 +500,11 @@ class Gateway:
         number = line.number
 
         async def write(txn: Txn) -> bool:
-            fresh = await store.insert_message(
-                txn, number.id, id, "in", person.account_id, kind, "received", "", "", ts
-            )
+            fresh = not await store.has_message(txn, number.id, id)
             if fresh:
+                await store.add_message(
+                    txn, number.id, id, "in", person.account_id, kind, "received", "", "", ts
+                )
                 event = payloads.message(number, person, body)
                 await self.outbox.add_in(txn, number.id, f"{number.id}:{person.account_id}", event)
             return fresh
@@ -493,27 +513,27 @@ class Gateway:
         self.outbox.wake()
         return fresh
 
-    async def on_receipt(self, line: Line, receipt: Receipt) -> None:
-        waiting = line.inflight.get(receipt.id)
-        if waiting is not None:
-            waiting.append(receipt)
+    async def on_receipts(self, line: Line, receipts: list[Receipt]) -> None:
+        """Move outbound messages forward (never back) and queue their status webhooks, in
+        one transaction; a receipt for a message still being sent waits in ``inflight``."""
+        due = []
+        for receipt in receipts:
+            waiting = line.inflight.get(receipt.id)
+            if waiting is not None:
+                waiting.append(receipt)
+            else:
+                due.append((receipt.id, RECEIPT_STATUS[receipt.kind], receipt.ts))
+        if not due:
             return
-        status = {"delivered": "delivered", "read": "read", "expired": "failed"}[receipt.kind]
-        await self.do_status(line, receipt.id, status, receipt.ts)
-
-    async def do_status(
-        self,
-        line: Line,
-        envelope_id: str,
-        status: str,
-        ts: int,
-        errors: list[dict[str, Any]] | None = None,
-    ) -> None:
-        """Move an outbound message forward (never back) and queue its status webhook."""
         number = line.number
 
         async def write(txn: Txn) -> bool:
-            return await self.status_in(txn, number, envelope_id, status, ts, errors)
+            changed = False
+            for envelope_id, status, ts in due:
+                changed = (
+                    await self.status_in(txn, number, envelope_id, status, ts, None) or changed
+                )
+            return changed
 
         if await self.writes.run(write):
             self.outbox.wake()
@@ -543,11 +563,15 @@ class Gateway:
                 wrote = await store.last_inbound(txn, number.id, person.account_id)
                 window = wrote is not None and now - wrote < DAY_MS
                 kind_of_price = payloads.pricing_type(category, window)
-            await store.insert_message(
-                txn, number.id, envelope_id, "out", person.account_id, kind, "accepted",
+            # written at its first status at once (it was ``accepted`` only in memory)
+            await store.add_message(
+                txn, number.id, envelope_id, "out", person.account_id, kind, status,
                 category, opaque, now, kind_of_price,
             )  # fmt: skip
-            await self.status_in(txn, number, envelope_id, status, now, errors)
+            await self._status_event(
+                txn, number, person, envelope_id, status, now, category, kind_of_price, opaque,
+                errors,
+            )  # fmt: skip
 
         await self.writes.run(write)
         self.outbox.wake()
@@ -561,23 +585,33 @@ class Gateway:
         ts: int,
         errors: list[dict[str, Any]] | None,
     ) -> bool:
+        row = await store.outbound_with_person(txn, number.id, envelope_id)
+        if row is None or STATUS_RANK.get(status, 0) <= STATUS_RANK.get(str(row[0]), 0):
+            return False
+        person = Person(account_id=int(row[4]), scoped_id=row[5], phone=row[6], name=row[7])
+        await store.set_message_status(txn, number.id, envelope_id, status)
+        await self._status_event(
+            txn, number, person, envelope_id, status, ts, str(row[1]), str(row[3]), str(row[2]),
+            errors,
+        )  # fmt: skip
+        return True
+
+    async def _status_event(
+        self,
+        txn: Txn,
+        number: Number,
+        person: Person,
+        envelope_id: str,
+        status: str,
+        ts: int,
+        category: str,
+        pricing: str,
+        opaque: str,
+        errors: list[dict[str, Any]] | None,
+    ) -> None:
+        """Queue the status webhook of an outbound message (in the caller's transaction)."""
         from tresen.gateway.content import wamid
 
-        row = await store.message(txn, number.id, envelope_id)
-        if row is None or row[1] != "out":
-            return False
-        if STATUS_RANK.get(status, 0) <= STATUS_RANK.get(str(row[4]), 0):
-            return False
-        person_row = await store.person(txn, number.id, int(row[2]))
-        if person_row is None:
-            return False
-        person = Person(
-            account_id=int(person_row[0]),
-            scoped_id=person_row[1],
-            phone=person_row[2],
-            name=person_row[3],
-        )
-        await store.set_message_status(txn, number.id, envelope_id, status)
         if status == "failed" and not errors:
             errors = [
                 GraphError(131026, "the message expired before it was delivered").webhook_error()
@@ -588,10 +622,9 @@ class Gateway:
             message_id=wamid(envelope_id),
             status=status,
             ts_ms=ts,
-            category=str(row[5]),
-            pricing=str(row[8]),
-            opaque=str(row[6]),
+            category=category,
+            pricing=pricing,
+            opaque=opaque,
             errors=errors,
         )
         await self.outbox.add_in(txn, number.id, f"{number.id}:{person.account_id}", event)
-        return True

@@ -150,7 +150,15 @@ async def upsert_person(
 MESSAGE = "id, direction, person, type, status, category, opaque, created_at, pricing"
 
 
-async def insert_message(
+async def has_message(txn: Txn, number: str, id: str) -> bool:
+    """Whether the id is already known (a redelivered envelope)."""
+    found = await txn.fetchone(
+        "SELECT 1 FROM gw_messages WHERE number_id = ? AND id = ?", number, id
+    )
+    return found is not None
+
+
+async def add_message(
     txn: Txn,
     number: str,
     id: str,
@@ -162,13 +170,8 @@ async def insert_message(
     opaque: str,
     now: int,
     pricing: str = "",
-) -> bool:
-    """False when the id is already known (a redelivered envelope)."""
-    found = await txn.fetchone(
-        "SELECT 1 FROM gw_messages WHERE number_id = ? AND id = ?", number, id
-    )
-    if found:
-        return False
+) -> None:
+    """A message whose id is new (one this gateway just made, or checked with has_message)."""
     await txn.execute(
         f"INSERT INTO gw_messages (number_id, {MESSAGE}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
         number,
@@ -182,7 +185,6 @@ async def insert_message(
         now,
         pricing,
     )
-    return True
 
 
 async def last_inbound(txn: Txn, number: str, person: int) -> int | None:
@@ -199,6 +201,19 @@ async def last_inbound(txn: Txn, number: str, person: int) -> int | None:
 async def message(txn: Txn, number: str, id: str) -> Row | None:
     return await txn.fetchone(
         f"SELECT {MESSAGE} FROM gw_messages WHERE number_id = ? AND id = ?",  # noqa: S608
+        number,
+        id,
+    )
+
+
+async def outbound_with_person(txn: Txn, number: str, id: str) -> Row | None:
+    """An outbound message with its person: status, category, opaque, pricing, then the
+    person's account_id, scoped_id, phone, name."""
+    return await txn.fetchone(
+        "SELECT m.status, m.category, m.opaque, m.pricing, "
+        "p.account_id, p.scoped_id, p.phone, p.name FROM gw_messages m "
+        "JOIN gw_people p ON p.number_id = m.number_id AND p.account_id = m.person "
+        "WHERE m.number_id = ? AND m.id = ? AND m.direction = 'out'",
         number,
         id,
     )
@@ -286,28 +301,22 @@ async def next_due(txn: Txn) -> int | None:
     return int(row[0]) if row and row[0] is not None else None
 
 
-async def delivered(txn: Txn, id: int, status: int, now: int) -> None:
-    await txn.execute(
+async def delivered(txn: Txn, rows: list[tuple[int, int, int]]) -> None:
+    """Mark events delivered: rows of (HTTP status, done at, id)."""
+    await txn.executemany(
         "UPDATE gw_outbox SET state = 'delivered', attempts = attempts + 1, last_status = ?, "
         "last_error = '', done_at = ? WHERE id = ?",
-        status,
-        now,
-        id,
+        rows,
     )
 
 
-async def failed(
-    txn: Txn, id: int, status: int, error: str, next_at: int, dead: bool, now: int
-) -> None:
-    await txn.execute(
+async def failed(txn: Txn, rows: list[tuple[str, int, str, int, int, int]]) -> None:
+    """Record failed attempts: rows of (state, HTTP status, error, next attempt at, done at,
+    id); the state is ``pending`` (retried at next_at, done at 0) or ``dead``."""
+    await txn.executemany(
         "UPDATE gw_outbox SET state = ?, attempts = attempts + 1, last_status = ?, "
         "last_error = ?, next_at = ?, done_at = ? WHERE id = ?",
-        "dead" if dead else "pending",
-        status,
-        error[:1000],
-        next_at,
-        now if dead else 0,
-        id,
+        rows,
     )
 
 

@@ -29,12 +29,35 @@ def _value(text: str) -> Any:
     return text
 
 
-def bearer(request: Request[Any, Any, Any]) -> str:
-    header = request.headers.get("authorization", "")
+def bearer_token(header: str) -> str:
+    """The token of an ``Authorization: Bearer …`` header ('' when there is none)."""
     scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return str(request.query_params.get("access_token", ""))
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def bearer(request: Request[Any, Any, Any]) -> str:
+    token = bearer_token(request.headers.get("authorization", ""))
+    return token or str(request.query_params.get("access_token", ""))
+
+
+def is_form(content_type: str) -> bool:
+    kind = content_type.split(";")[0].strip().lower()
+    return kind in ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def json_body(raw: bytes) -> dict[str, Any]:
+    """A JSON body's parameters: an object, at most MAX_BODY bytes; empty is none."""
+    if len(raw) > MAX_BODY:
+        raise GraphError(100, f"the body may be at most {MAX_BODY} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise GraphError(100, f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise GraphError(100, "the body must be a JSON object")
+    return body
 
 
 async def params(
@@ -44,8 +67,7 @@ async def params(
     merged: dict[str, Any] = {
         k: _value(v) for k, v in request.query_params.items() if k != "access_token"
     }
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind in ("application/x-www-form-urlencoded", "multipart/form-data"):
+    if is_form(request.headers.get("content-type", "")):
         form = await request.form()
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
@@ -55,17 +77,7 @@ async def params(
             else:
                 merged[key] = _value(str(value))
         return merged
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise GraphError(100, f"the body may be at most {MAX_BODY} bytes")
-    if raw.strip():
-        try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise GraphError(100, f"the body is not valid JSON: {exc}") from exc
-        if not isinstance(body, dict):
-            raise GraphError(100, "the body must be a JSON object")
-        merged.update(body)
+    merged.update(json_body(await request.body()))
     return merged
 
 

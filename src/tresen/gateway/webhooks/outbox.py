@@ -130,6 +130,7 @@ class Outbox:
 
     async def _run(self) -> None:
         while True:
+            self._wake.clear()  # before reading: a wake() from here on starts another round
             try:
                 sent = await self.run_once()
             except Exception:
@@ -140,7 +141,6 @@ class Outbox:
                 continue
             upcoming = await self.db.run_interaction("gw_outbox_next", store.next_due, write=False)
             wait = 60.0 if upcoming is None else max(0.0, (upcoming - self.now_ms()) / 1000)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=min(wait, 60.0))
 
@@ -148,7 +148,9 @@ class Outbox:
         """Deliver what is due now; returns how many tried.
 
         Each conversation's due events go one after another in id order (a failure ends its
-        run: the rest wait behind the retry); conversations go side by side.
+        run: the rest wait behind the retry); conversations go side by side. The outcomes are
+        written in one transaction at the end of the round, before the next round reads what
+        is due (a crash in between delivers the round's events again: at least once).
         """
         now = self.now_ms()
 
@@ -162,18 +164,37 @@ class Outbox:
         for row in rows:
             runs.setdefault(str(row[2]), []).append(row)
         gate = asyncio.Semaphore(self.policy.concurrency)
+        delivered: list[tuple[int, int, int]] = []
+        failed: list[tuple[str, int, str, int, int, int]] = []
 
         async def conversation(run: list[Row]) -> None:
             for row in run:
                 async with gate:
-                    if not await self._deliver(row):
+                    if not await self._deliver(row, delivered, failed):
                         return
 
-        await asyncio.gather(*(conversation(run) for run in runs.values()))
+        try:
+            await asyncio.gather(*(conversation(run) for run in runs.values()))
+        finally:
+            if delivered or failed:
+
+                async def write(txn: Txn) -> None:
+                    if delivered:
+                        await store.delivered(txn, delivered)
+                    if failed:
+                        await store.failed(txn, failed)
+
+                await self.writes.run(write)
         return len(rows)
 
-    async def _deliver(self, row: Row) -> bool:
-        """One attempt; True when the event no longer holds its conversation back."""
+    async def _deliver(
+        self,
+        row: Row,
+        delivered: list[tuple[int, int, int]],
+        failed: list[tuple[str, int, str, int, int, int]],
+    ) -> bool:
+        """One attempt, its outcome added to ``delivered`` or ``failed``; True when the event
+        no longer holds its conversation back."""
         id, number_id, body = int(row[0]), str(row[1]), str(row[3])
         attempts, created = int(row[5]), int(row[9])
         number = self.numbers(number_id)
@@ -194,8 +215,7 @@ class Outbox:
                 ) as response:
                     status = response.status
                     if 200 <= status < 300:
-                        now = self.now_ms()
-                        await self.writes.run(lambda txn: store.delivered(txn, id, status, now))
+                        delivered.append((status, self.now_ms(), id))
                         self.delivered += 1
                         return True
                     text = (await response.content.read(200)).decode("utf-8", "replace")
@@ -210,9 +230,6 @@ class Outbox:
             log.warning(
                 "webhook event %d dead-lettered after %d attempts: %s", id, attempts + 1, error
             )
-
-        async def write(txn: Txn) -> None:
-            await store.failed(txn, id, status, error, next_at, dead, now)
-
-        await self.writes.run(write)
+        state, done_at = ("dead", now) if dead else ("pending", 0)
+        failed.append((state, status, error[:1000], next_at, done_at, id))
         return dead
