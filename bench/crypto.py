@@ -34,6 +34,7 @@ from tresen.client import AsyncDevice, Credentials
 from tresen.client.crypto.machine import CryptoMachine
 from tresen.client.secure import Message, SecureDevice
 from tresen.config import load
+from tresen.relay.accounts.senders import MemorySender
 from tresen.relay.server import RelayServer
 
 KEY = b"b" * 32
@@ -43,16 +44,8 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-class Codes:
-    def __init__(self) -> None:
-        self.codes: dict[str, str] = {}
-
-    async def send(self, phone: str, code: str) -> None:
-        self.codes[phone] = code
-
-
 class Bench:
-    def __init__(self, server: RelayServer, codes: Codes, workdir: Path) -> None:
+    def __init__(self, server: RelayServer, codes: MemorySender, workdir: Path) -> None:
         self.server, self.codes, self.workdir = server, codes, workdir
         self.count = 0
 
@@ -218,7 +211,7 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "max_devices": max(5, args.devices),
         },
     )
-    codes = Codes()
+    codes = MemorySender()
     server = RelayServer(settings, code_sender=codes)
     await server.start()
     bench = Bench(server, codes, workdir)

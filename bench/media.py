@@ -42,6 +42,7 @@ import psutil
 from tresen.client import AsyncDevice, Credentials
 from tresen.client.media import AttachmentEncryptor, _Decryptor, encrypt_attachment
 from tresen.config import load
+from tresen.relay.accounts.senders import MemorySender
 from tresen.relay.app import build_services, close_services
 
 MB = 1_000_000
@@ -77,20 +78,12 @@ def bench_sdk(seconds: float) -> dict[str, float]:
 # ---------------------------------------------------------------- the relay
 
 
-class CapturingSender:
-    def __init__(self) -> None:
-        self.codes: dict[str, str] = {}
-
-    async def send(self, phone: str, code: str) -> None:
-        self.codes[phone] = code
-
-
 async def register(db: str, media_dir: Path) -> list[tuple[int, int, str]]:
     settings = load(
         environ={},
         overrides={"db": db, "media_dir": str(media_dir), "sqlite_synchronous": "normal"},
     )
-    codes = CapturingSender()
+    codes = MemorySender()
     services = await build_services(settings, code_sender=codes)
     try:
         out = []

@@ -40,6 +40,7 @@ import asyncpg
 from tresen.config import load
 from tresen.protocol.frames import BizMeta, Item, Send
 from tresen.relay.accounts.models import Principal
+from tresen.relay.accounts.senders import MemorySender
 from tresen.relay.admin.models import AdminPrincipal
 from tresen.relay.app import build_services, close_services
 from tresen.relay.business.models import BusinessCreate
@@ -49,19 +50,11 @@ from tresen.relay.services import Services
 from tresen.relay.templates.models import Component, Example, TemplateCreate, TemplateReview
 
 
-class Codes:
-    def __init__(self) -> None:
-        self.codes: dict[str, str] = {}
-
-    async def send(self, phone: str, code: str) -> None:
-        self.codes[phone] = code
-
-
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-async def register(s: Services, codes: Codes, n: int) -> list[Principal]:
+async def register(s: Services, codes: MemorySender, n: int) -> list[Principal]:
     out = []
     for _ in range(n):
         sent = await s.accounts.do_send_code(f"+49151{secrets.randbelow(10**8):08d}", "bench")
@@ -105,7 +98,7 @@ async def run(db: str, seconds: float, people: int) -> dict[str, Any]:
             "policy_flush_seconds": 3600.0,  # the bench flushes itself, to time it
         },
     )
-    codes = Codes()
+    codes = MemorySender()
     s = await build_services(settings, code_sender=codes)
     try:
         started = time.perf_counter()

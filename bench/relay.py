@@ -66,6 +66,7 @@ from tresen.protocol.frames import (
     ServerFrame,
     Welcome,
 )
+from tresen.relay.accounts.senders import MemorySender
 from tresen.relay.app import build_services, close_services
 
 SUBPROTOCOL = f"tresen.v{PROTOCOL_VERSION}.msgpack"
@@ -111,16 +112,6 @@ class Device:
     token: str
 
 
-class CapturingSender:
-    """Keeps the verification codes instead of sending them."""
-
-    def __init__(self) -> None:
-        self.codes: dict[str, str] = {}
-
-    async def send(self, phone: str, code: str) -> None:
-        self.codes[phone] = code
-
-
 async def register_devices(db: str, count: int) -> list[Device]:
     """Register ``count`` one-device accounts through the relay's own account service.
 
@@ -136,7 +127,7 @@ async def register_devices(db: str, count: int) -> list[Device]:
             "postgres_pool_size": 20,
         },
     )
-    codes = CapturingSender()
+    codes = MemorySender()
     services = await build_services(settings, code_sender=codes)
     accounts = services.accounts
     gate = asyncio.Semaphore(20)

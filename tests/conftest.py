@@ -17,6 +17,7 @@ import uvloop
 
 from tresen.client import AsyncDevice, Connection, Credentials
 from tresen.config import Settings, load
+from tresen.relay.accounts.senders import MemorySender
 from tresen.relay.clock import Clock
 from tresen.relay.server import RelayServer
 from tresen.relay.services import Services
@@ -37,16 +38,6 @@ def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:
 def fresh_phone() -> str:
     """A valid, unused German mobile number."""
     return f"+49151{secrets.randbelow(10**8):08d}"
-
-
-class CapturingSender:
-    """Keeps the verification codes the relay sends, instead of an SMS gateway."""
-
-    def __init__(self) -> None:
-        self.codes: dict[str, str] = {}
-
-    async def send(self, phone: str, code: str) -> None:
-        self.codes[phone] = code
 
 
 @pytest.fixture
@@ -88,7 +79,7 @@ class DeviceHandle:
 
 
 class Harness:
-    def __init__(self, server: RelayServer, sender: CapturingSender, clock: Clock) -> None:
+    def __init__(self, server: RelayServer, sender: MemorySender, clock: Clock) -> None:
         self.server = server
         self.sender = sender
         self.clock = clock
@@ -181,7 +172,7 @@ def relay_settings() -> dict[str, Any]:
 async def relay(
     db_url: str, relay_settings: dict[str, Any], tmp_path: Any
 ) -> AsyncIterator[Harness]:
-    sender = CapturingSender()
+    sender = MemorySender()
     clock = Clock()
     # media blobs in the test's own folder (on PostgreSQL the default is ./tresen-data/media)
     settings = test_settings(db_url, **{"media_dir": str(tmp_path / "media"), **relay_settings})

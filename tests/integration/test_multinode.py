@@ -30,11 +30,12 @@ import pytest
 from tresen.client import Connection
 from tresen.errors import DeviceListMismatch
 from tresen.protocol.frames import Presence, TypingNotice
+from tresen.relay.accounts.senders import MemorySender
 from tresen.relay.clock import Clock
 from tresen.relay.server import RelayServer
 
 from .. import conftest
-from ..conftest import PG_ADMIN, CapturingSender, DeviceHandle, Harness
+from ..conftest import PG_ADMIN, DeviceHandle, Harness
 from ._load import Load, until
 
 pytestmark = pytest.mark.postgres  # runs in the PostgreSQL pass only (tests/conftest.py)
@@ -206,7 +207,7 @@ async def pg_url() -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def registering_relay(db_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
     """An in-process relay on ``db_url``, to register devices before the nodes start."""
-    sender = CapturingSender()
+    sender = MemorySender()
     settings = conftest.test_settings(db_url, media_dir=str(tmp_path / "media"))
     server = RelayServer(settings, clock=Clock(), code_sender=sender)
     await server.start()

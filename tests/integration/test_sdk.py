@@ -67,12 +67,16 @@ def sms_gateway() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 async def test_webhook_sender_posts_the_code(sms_gateway: tuple[str, list[Any]]) -> None:
     url, received = sms_gateway
-    await WebhookSender(url).send("+4915123456781", "123456")
+    sender = WebhookSender(url)  # one client for every code, closed at the relay's shutdown
+    await sender.send("+4915123456781", "123456")
+    await sender.send("+4915123456782", "654321")
     assert received == [
-        {"to": "+4915123456781", "code": "123456", "text": "Your tresen code: 123456"}
+        {"to": "+4915123456781", "code": "123456", "text": "Your tresen code: 123456"},
+        {"to": "+4915123456782", "code": "654321", "text": "Your tresen code: 654321"},
     ]
     with pytest.raises(Unavailable, match="SMS gateway"):
-        await WebhookSender(url).send("+4915123456780", "123456")
+        await sender.send("+4915123456780", "123456")
+    await sender.aclose()
 
 
 async def test_a_second_copy_of_a_device_takes_over_and_the_first_stops(relay: Harness) -> None:

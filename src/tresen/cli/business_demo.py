@@ -24,17 +24,8 @@ from tresen.config import load
 from tresen.gateway.app import GatewayServer
 from tresen.gateway.bootstrap import create_number
 from tresen.gateway.models import Bootstrap
+from tresen.relay.accounts.senders import MemorySender
 from tresen.relay.server import RelayServer
-
-
-class Codes:
-    """Verification codes stay in the process (no SMS in a demo)."""
-
-    def __init__(self) -> None:
-        self.codes: dict[str, str] = {}
-
-    async def send(self, phone: str, code: str) -> None:
-        self.codes[phone] = code
 
 
 @dataclass
@@ -59,7 +50,7 @@ class Demo:
 
 
 async def start_demo(data_dir: Path, *, port: int = 8090, relay_port: int = 0) -> Demo:
-    codes = Codes()
+    codes = MemorySender()
     settings = load(
         environ={},
         overrides={

@@ -138,6 +138,7 @@ async def close_services(services: Services) -> None:
     await services.writer.close()
     await services.bus.close()
     await services.db.close()
+    await services.accounts.sender.aclose()
 
 
 class RelayApp:
