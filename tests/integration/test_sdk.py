@@ -1,4 +1,5 @@
-"""The SDK's blocking facade, and the SMS-gateway webhook sender against a real HTTP server."""
+"""The SDK's blocking facade, its coalesced writes, and the SMS-gateway webhook sender against a
+real HTTP server."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, serve
 
 from tresen.client import Credentials, Device
+from tresen.client.connection import CoalescingConnection
 from tresen.errors import Unavailable
 from tresen.relay.accounts.senders import WebhookSender
 
@@ -95,3 +99,37 @@ async def test_a_second_copy_of_a_device_takes_over_and_the_first_stops(relay: H
     assert item.body == b"to the copy that took over"
     await asyncio.sleep(0.3)
     assert first.reconnects == 0 and second.fatal is None
+
+
+class Counting(CoalescingConnection):
+    """Counts the frames of each write."""
+
+    def _flush(self) -> None:
+        if self._out:
+            writes.append(len(self._out))
+        super()._flush()
+
+
+writes: list[int] = []
+
+
+async def test_frames_sent_in_one_loop_turn_leave_in_one_write() -> None:
+    got: list[bytes] = []
+    closed = asyncio.Event()
+
+    async def record(ws: ServerConnection) -> None:
+        async for message in ws:
+            got.append(message if isinstance(message, bytes) else message.encode())
+        closed.set()
+
+    async with serve(record, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        ws = await connect(f"ws://127.0.0.1:{port}", create_connection=Counting)
+        for i in range(50):  # no await suspends here: one turn of the loop
+            await ws.send(i.to_bytes(2, "big"))
+        await asyncio.sleep(0)  # the turn ends: one write
+        await ws.send(b"last")
+        await ws.close()  # what is queued goes before the close frame
+        await asyncio.wait_for(closed.wait(), 10)
+    assert 50 in writes, writes  # the 50 frames of the turn in one write
+    assert got == [i.to_bytes(2, "big") for i in range(50)] + [b"last"]
