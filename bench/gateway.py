@@ -49,6 +49,7 @@ from tresen.client.secure import Message, SecureDevice
 from tresen.gateway.app import GatewayServer
 from tresen.gateway.bootstrap import create_number
 from tresen.gateway.service import GatewaySettings
+from tresen.runtime import settle_heap
 
 RELAY_SETTINGS = {
     "sqlite_synchronous": "normal",
@@ -231,6 +232,7 @@ async def gateway_role(args: argparse.Namespace) -> None:
         gateway.app.db, workdir / "gw", args.relay, "+4930000001", code, name="Bench Air"
     )
     line = await gateway.gateway.open_line(number)
+    settle_heap()  # as `tresen business serve` does once started
     print(json.dumps({"url": gateway.url, **msgspec.to_builtins(boot)}), flush=True)
     stdin = asyncio.StreamReader()
     loop = asyncio.get_running_loop()

@@ -42,6 +42,7 @@ from tresen.gateway.cloudapi.models import openapi_bodies
 from tresen.gateway.cloudapi.params import MAX_BODY, bearer_token, is_form, json_body
 from tresen.gateway.send import do_send
 from tresen.gateway.service import Gateway, GatewaySettings
+from tresen.runtime import settle_heap
 from tresen.storage.engine import Database, open_database
 
 log = logging.getLogger("tresen.gateway.http")
@@ -280,6 +281,7 @@ class GatewayServer:
         self, on_started: Callable[[GatewayServer], None] | None = None
     ) -> None:
         await self.start()
+        settle_heap()  # a server process from here on: see tresen.runtime
         if on_started:
             on_started(self)
         assert self.task is not None

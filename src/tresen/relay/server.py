@@ -15,6 +15,7 @@ from tresen.relay.app import RelayApp
 from tresen.relay.clock import Clock
 from tresen.relay.transport.httpguard import guarded_http_protocol
 from tresen.relay.transport.wsnative import native_protocol
+from tresen.runtime import settle_heap
 
 
 def uvicorn_config(
@@ -89,6 +90,7 @@ class RelayServer:
 
     async def serve_forever(self, on_started: Callable[[RelayServer], None] | None = None) -> None:
         await self.start()
+        settle_heap()  # a server process from here on: see tresen.runtime
         if on_started:
             on_started(self)
         assert self.task is not None

@@ -13,11 +13,13 @@ import json
 from typing import Any
 
 HEADER = "X-Hub-Signature-256"
+#: made once: ``json.dumps`` with any option builds a new encoder on every call
+_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
 
 
 def encode(payload: dict[str, Any]) -> str:
     """The body as sent: ASCII only, no spaces after separators."""
-    return json.dumps(payload, ensure_ascii=True, separators=(",", ":"))
+    return _ENCODER.encode(payload)
 
 
 def sign(app_secret: str, body: bytes) -> str:

@@ -55,6 +55,14 @@ class WriteOp:
     pricing: str = ""
 
 
+def _finish(op: WriteOp, error: TresenError | None, duplicate: bool) -> None:
+    """Answer an op once. Its callback is dropped first: a callback that holds its op (most
+    do) would otherwise leave a reference cycle per envelope for the garbage collector."""
+    done, op.done = op.done, None
+    if done is not None:
+        done(error, duplicate)
+
+
 class Writer:
     def __init__(
         self, db: Database, bus: Bus, clock: Clock, *, ttl_ms: int, max_batch: int = 2048
@@ -81,8 +89,7 @@ class Writer:
 
     def submit(self, op: WriteOp) -> None:
         if self.closing:
-            if op.done:
-                op.done(Unavailable("the relay is shutting down; resend to another node"), False)
+            _finish(op, Unavailable("the relay is shutting down; resend to another node"), False)
             return
         self.pending.append(op)
         self.wakeup.set()
@@ -171,15 +178,13 @@ class Writer:
                 else Unavailable("the relay could not store this; resend it")
             )
             for op in batch:
-                if op.done:
-                    op.done(error, False)
+                _finish(op, error, False)
             return
         self.batches += 1
         self.ops += len(batch)
         # after the commit: answer the senders, then wake the recipients
         for op, dup in zip(batch, duplicates, strict=True):
-            if op.done:
-                op.done(None, dup)
+            _finish(op, None, dup)
         by_device: dict[int, list[Item]] = defaultdict(list)
         for r in rows:
             by_device[r[1]].append(Item(r[0], r[2], r[3], r[4], r[5], r[7], r[9], r[6] or 0))  # type: ignore[arg-type]
