@@ -1,0 +1,191 @@
+"""The SecureDevice's inbox rows: a handled event leaves the store with the next item's commit
+(or when the device goes idle, or at a clean close), the newest event row marks what was taken,
+and whatever a crash leaves uncommitted comes again, in order, never lost and never
+undecryptable."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DeviceHandle, Harness
+from tests.integration.test_e2e_durability import bodies, crash
+from tresen.client import AsyncDevice
+from tresen.client import secure as secure_module
+from tresen.client.crypto.store import CryptoStore
+from tresen.client.secure import HANDLED, INBOX, Message, SecureDevice
+from tresen.protocol.frames import Item
+
+KEY = b"k" * 32
+
+
+async def reopen(handle: DeviceHandle, store: Path) -> SecureDevice:
+    device = SecureDevice.open(AsyncDevice(handle.sdk.credentials), store, key=KEY)
+    await device.start()
+    return device
+
+
+def committed(store: Path) -> dict[str, object]:
+    """The inbox rows another reader of the file sees: what was committed."""
+    reader = CryptoStore.open_with_key(store, KEY)
+    try:
+        return reader.all(INBOX)
+    finally:
+        reader.close()
+
+
+async def body(device: SecureDevice) -> str:
+    event = await device.recv(5)
+    assert isinstance(event, Message), event
+    return str(event.content["body"])
+
+
+@pytest.fixture
+def no_idle_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a take or close() commits the deletes of handled events."""
+    monkeypatch.setattr(secure_module, "IDLE_COMMIT_SECONDS", 3600.0)
+
+
+@pytest.mark.usefixtures("no_idle_commit")
+async def test_a_clean_close_keeps_nothing_of_the_handled_events(
+    relay: Harness, tmp_path: Path
+) -> None:
+    alice_h, bob_h = await relay.new_device(), await relay.new_device()
+    alice = await reopen(alice_h, tmp_path / "alice.store")
+    bob = await reopen(bob_h, tmp_path / "bob.store")
+    sent = [f"m{n}" for n in range(5)]
+    for text in sent:
+        await alice.send(bob.account_id, text)
+    assert [await body(bob) for _ in sent] == sent
+    await bob.close()  # handles the last one, commits the deletes still pending
+    assert list(committed(tmp_path / "bob.store")) == [HANDLED]
+
+    bob = await reopen(bob_h, tmp_path / "bob.store")
+    assert await bodies(bob, 0.5) == []
+    await alice.send(bob.account_id, "after")  # the Olm session is where it was left
+    assert await bodies(bob) == ["after"]
+    await bob.close()
+    await alice.close()
+
+
+@pytest.mark.usefixtures("no_idle_commit")
+async def test_a_handled_event_leaves_with_the_next_items_commit(
+    relay: Harness, tmp_path: Path
+) -> None:
+    alice_h, bob_h = await relay.new_device(), await relay.new_device()
+    alice = await reopen(alice_h, tmp_path / "alice.store")
+    bob = await reopen(bob_h, tmp_path / "bob.store")
+    await alice.send(bob.account_id, "a")
+    assert await body(bob) == "a"
+    await alice.send(bob.account_id, "b")
+    assert await body(bob) == "b"  # "a" handled; its delete is in the commit that stored "b"
+    rows = committed(tmp_path / "bob.store")
+    assert len(rows) == 1 and HANDLED not in rows  # the row of "b" marks its seq as stored
+    await crash(bob)
+
+    bob = await reopen(bob_h, tmp_path / "bob.store")
+    assert await bodies(bob) == ["b"]  # not handled: it comes again, "a" does not
+    await bob.close()
+    await alice.close()
+
+
+async def test_an_idle_device_commits_what_was_handled(relay: Harness, tmp_path: Path) -> None:
+    alice_h, bob_h = await relay.new_device(), await relay.new_device()
+    alice = await reopen(alice_h, tmp_path / "alice.store")
+    bob = await reopen(bob_h, tmp_path / "bob.store")
+    await alice.send(bob.account_id, "a")
+    assert await body(bob) == "a"
+    waiting = asyncio.create_task(bob.recv(None))  # "a" handled; nothing else comes
+    async with asyncio.timeout(10):
+        while committed(tmp_path / "bob.store") != {HANDLED: bob._handled_seq}:
+            await asyncio.sleep(0.02)
+    waiting.cancel()
+    await crash(bob)
+
+    bob = await reopen(bob_h, tmp_path / "bob.store")
+    assert await bodies(bob, 0.5) == []
+    await bob.close()
+    await alice.close()
+
+
+async def test_a_lost_ack_of_an_event_not_handled_brings_it_once(
+    relay: Harness, tmp_path: Path
+) -> None:
+    alice_h, bob_h = await relay.new_device(), await relay.new_device()
+    alice = await reopen(alice_h, tmp_path / "alice.store")
+    bob = await reopen(bob_h, tmp_path / "bob.store")
+
+    async def lost(upto: int) -> None:  # the ack never reaches the relay
+        return None
+
+    bob.device._live().ack = lost  # type: ignore[method-assign]
+    await alice.send(bob.account_id, "once")
+    assert await body(bob) == "once"
+    await crash(bob)
+
+    # the relay delivers the item again; the stored event row says it was taken already
+    bob = await reopen(bob_h, tmp_path / "bob.store")
+    assert await bodies(bob) == ["once"]
+    await bob.close()
+    await alice.close()
+
+
+@pytest.mark.usefixtures("no_idle_commit")
+async def test_after_a_crash_what_comes_again_is_in_order_and_nothing_is_lost(
+    relay: Harness, tmp_path: Path
+) -> None:
+    alice_h, bob_h = await relay.new_device(), await relay.new_device()
+    alice = await reopen(alice_h, tmp_path / "alice.store")
+    bob = await reopen(bob_h, tmp_path / "bob.store")
+    sent = [f"m{n}" for n in range(8)]
+    for text in sent[:4]:
+        await alice.send(bob.account_id, text)
+    assert [await body(bob) for _ in range(3)] == sent[:3]  # m0, m1 handled; m2 not yet
+    for text in sent[4:]:
+        await alice.send(bob.account_id, text)
+    await asyncio.sleep(0.3)  # they reach bob's connection, not yet taken
+    await crash(bob)
+
+    bob = await reopen(bob_h, tmp_path / "bob.store")
+    again = await bodies(bob)
+    assert again in (sent[2:], sent[1:], sent), again  # handled ones at most, in order
+    await bob.close()
+    bob = await reopen(bob_h, tmp_path / "bob.store")
+    assert await bodies(bob, 0.5) == []
+    await bob.close()
+    await alice.close()
+
+
+async def test_a_take_that_fails_keeps_the_items_taken_before(
+    relay: Harness, tmp_path: Path
+) -> None:
+    alice_h, bob_h = await relay.new_device(), await relay.new_device()
+    alice = await reopen(alice_h, tmp_path / "alice.store")
+    bob = await reopen(bob_h, tmp_path / "bob.store")
+    first = await alice.send(bob.account_id, "first")
+    second = await alice.send(bob.account_id, "second")
+    on_item = bob._on_item
+
+    async def failing(item: Item) -> None:
+        if item.id == second:
+            raise RuntimeError("the second item fails")
+        await on_item(item)
+
+    bob._on_item = failing  # type: ignore[method-assign]
+    conn = bob.device._live()
+    async with asyncio.timeout(5):
+        while conn.inbox.qsize() < 2:  # both reach bob's connection: one take
+            await asyncio.sleep(0.02)
+    with pytest.raises(RuntimeError):
+        await bob.recv(5)
+    rows = committed(tmp_path / "bob.store")
+    assert [first] == [str(v[1]["id"]) for k, v in rows.items() if k != HANDLED]  # type: ignore[index]
+    await crash(bob)
+
+    # "first" comes from the store, "second" from the relay (it was never acknowledged)
+    bob = await reopen(bob_h, tmp_path / "bob.store")
+    assert await bodies(bob) == ["first", "second"]
+    await bob.close()
+    await alice.close()
