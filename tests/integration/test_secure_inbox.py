@@ -1,7 +1,6 @@
-"""The SecureDevice's inbox rows: a handled event leaves the store with the next item's commit
-(or when the device goes idle, or at a clean close), the newest event row marks what was taken,
-and whatever a crash leaves uncommitted comes again, in order, never lost and never
-undecryptable."""
+"""The SecureDevice's inbox rows: a clean close keeps nothing of the handled events, a take that
+fails stores what it took before, and whatever a crash leaves uncommitted comes again, in
+order, never lost and never undecryptable."""
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ import pytest
 from tests.conftest import DeviceHandle, Harness
 from tests.integration.test_e2e_durability import bodies, crash
 from tresen.client import AsyncDevice
-from tresen.client import secure as secure_module
 from tresen.client.crypto.store import CryptoStore
 from tresen.client.secure import HANDLED, INBOX, Message, SecureDevice
 from tresen.protocol.frames import Item
@@ -42,13 +40,6 @@ async def body(device: SecureDevice) -> str:
     return str(event.content["body"])
 
 
-@pytest.fixture
-def no_idle_commit(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only a take or close() commits the deletes of handled events."""
-    monkeypatch.setattr(secure_module, "IDLE_COMMIT_SECONDS", 3600.0)
-
-
-@pytest.mark.usefixtures("no_idle_commit")
 async def test_a_clean_close_keeps_nothing_of_the_handled_events(
     relay: Harness, tmp_path: Path
 ) -> None:
@@ -66,46 +57,6 @@ async def test_a_clean_close_keeps_nothing_of_the_handled_events(
     assert await bodies(bob, 0.5) == []
     await alice.send(bob.account_id, "after")  # the Olm session is where it was left
     assert await bodies(bob) == ["after"]
-    await bob.close()
-    await alice.close()
-
-
-@pytest.mark.usefixtures("no_idle_commit")
-async def test_a_handled_event_leaves_with_the_next_items_commit(
-    relay: Harness, tmp_path: Path
-) -> None:
-    alice_h, bob_h = await relay.new_device(), await relay.new_device()
-    alice = await reopen(alice_h, tmp_path / "alice.store")
-    bob = await reopen(bob_h, tmp_path / "bob.store")
-    await alice.send(bob.account_id, "a")
-    assert await body(bob) == "a"
-    await alice.send(bob.account_id, "b")
-    assert await body(bob) == "b"  # "a" handled; its delete is in the commit that stored "b"
-    rows = committed(tmp_path / "bob.store")
-    assert len(rows) == 1 and HANDLED not in rows  # the row of "b" marks its seq as stored
-    await crash(bob)
-
-    bob = await reopen(bob_h, tmp_path / "bob.store")
-    assert await bodies(bob) == ["b"]  # not handled: it comes again, "a" does not
-    await bob.close()
-    await alice.close()
-
-
-async def test_an_idle_device_commits_what_was_handled(relay: Harness, tmp_path: Path) -> None:
-    alice_h, bob_h = await relay.new_device(), await relay.new_device()
-    alice = await reopen(alice_h, tmp_path / "alice.store")
-    bob = await reopen(bob_h, tmp_path / "bob.store")
-    await alice.send(bob.account_id, "a")
-    assert await body(bob) == "a"
-    waiting = asyncio.create_task(bob.recv(None))  # "a" handled; nothing else comes
-    async with asyncio.timeout(10):
-        while committed(tmp_path / "bob.store") != {HANDLED: bob._handled_seq}:
-            await asyncio.sleep(0.02)
-    waiting.cancel()
-    await crash(bob)
-
-    bob = await reopen(bob_h, tmp_path / "bob.store")
-    assert await bodies(bob, 0.5) == []
     await bob.close()
     await alice.close()
 
@@ -132,7 +83,6 @@ async def test_a_lost_ack_of_an_event_not_handled_brings_it_once(
     await alice.close()
 
 
-@pytest.mark.usefixtures("no_idle_commit")
 async def test_after_a_crash_what_comes_again_is_in_order_and_nothing_is_lost(
     relay: Harness, tmp_path: Path
 ) -> None:

@@ -173,12 +173,9 @@ _EVENT_TYPES: dict[str, type[Event]] = {
         RelayNotice,
     )
 }
-#: the store's rows of received events not handled yet, keyed ``{seq:020d}.{n:04d}``; every
-#: item up to the seq of the newest row, or up to the ``HANDLED`` row's value, is in the store
+#: the store's rows of received events not handled yet, and the seq every item up to is stored
 INBOX = "inbox"
-HANDLED = "~handled"  # sorts after every event key
-#: handled events are deleted in the commit of the next item taken, or after this long
-IDLE_COMMIT_SECONDS = 0.1
+HANDLED = "~handled"
 
 
 class _GroupView(msgspec.Struct):
@@ -212,12 +209,8 @@ class SecureDevice:
         #: store keys of received events not yet handled (by ``id()`` of the event)
         self._keys: dict[int, str] = {}
         self._current: list[str] = []  # the keys of the events recv() returned last
-        self._handled: list[str] = []  # keys of handled events whose rows are still there
-        self._handled_since = 0.0  # loop time when the first of them was handled
-        self._idle: asyncio.TimerHandle | None = None  # commits them when no item follows
+        self._done_staged = False
         self._handled_seq = 0  # every item up to this seq is in the store
-        self._marked_seq = 0  # the value of the HANDLED row (committed or staged)
-        self._newest = ""  # the key of the newest event row in the store, "" once deleted
         self._restore_inbox()
 
     @classmethod
@@ -277,11 +270,8 @@ class SecureDevice:
         await self.device.close()
         if self.machine.store is not None:
             self.done()  # a clean close: the event returned last was handled
-            self._commit_handled()
+            self._commit_done()
             self.machine.store.close()
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
 
     async def __aenter__(self) -> SecureDevice:
         await self.start()
@@ -587,10 +577,6 @@ class SecureDevice:
         Asking for the next event marks the one returned before as handled (or call
         :meth:`done`). Until then it stays in the device's store: after a crash or a restart the
         events not handled yet come again first, so handle each one idempotently (by its id).
-        A handled event leaves the store in the commit of the next item taken, or
-        :data:`IDLE_COMMIT_SECONDS` after it was handled when none follows, or at :meth:`close`:
-        after a crash, the events handled in that short time before it may come again too
-        (never after a clean :meth:`close`); an event that was not handled is never lost.
         """
         return (await self.recv_many(1, timeout))[0]
 
@@ -600,6 +586,7 @@ class SecureDevice:
         self.done()
         async with asyncio.timeout(timeout):
             while not self.events:
+                self._commit_done()  # before waiting, not once per event
                 conn = self.device._live()
                 items = [await conn.recv(None)]
                 while not conn.inbox.empty():  # what already arrived shares one commit
@@ -610,98 +597,50 @@ class SecureDevice:
             return taken
 
     def done(self) -> None:
-        """Mark the events :meth:`recv` returned last as handled (the next ``recv`` does too).
-
-        Their rows are deleted with the next commit of the store (see :meth:`recv`): a commit
-        of their own per event would cost as much as storing the next one.
-        """
+        """Mark the events :meth:`recv` returned last as handled (the next ``recv`` does too)."""
         if self._current and self.machine.store is not None:
-            first = not self._handled
-            self._handled.extend(self._current)
-            if first:
-                self._arm_idle()
+            for key in self._current:
+                self.machine.store.delete(INBOX, key)
+            self._done_staged = True
         self._current = []
 
-    def _arm_idle(self) -> None:
-        """Commit the handled events' deletes if no item comes to carry them."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # called outside the event loop: nothing would come, commit now
-            self._commit_handled()
-            return
-        self._handled_since = loop.time()
-        if self._idle is None:
-            self._idle = loop.call_at(self._handled_since + IDLE_COMMIT_SECONDS, self._on_idle)
-
-    def _on_idle(self) -> None:
-        self._idle = None
-        if not self._handled or self.machine.store is None:
-            return
-        loop = asyncio.get_running_loop()
-        due = self._handled_since + IDLE_COMMIT_SECONDS
-        if loop.time() < due or self.lock.locked():  # an item came since, or is being taken
-            self._idle = loop.call_at(
-                max(due, loop.time() + IDLE_COMMIT_SECONDS / 2), self._on_idle
-            )
-            return
-        try:
-            self._commit_handled()
-        except Exception as exc:  # the store failed: they come again after a restart
-            log.warning("deleting handled events from the crypto store failed: %s", exc)
-
-    def _commit_handled(self) -> None:
-        store = self.machine.store
-        if store is not None and self._handled:
-            self._stage_handled(store)
-            store.commit()
-
-    def _stage_handled(self, store: CryptoStore) -> None:
-        """Stage the deletes of the handled events, and the HANDLED row where no event row
-        marks the seq every item up to is stored (the newest row does, at no extra write)."""
-        if self._handled:
-            store.delete_many(INBOX, self._handled)
-            if self._newest in self._handled:
-                self._newest = ""
-            self._handled = []
-        if self._handled_seq > max(self._marked_seq, _key_seq(self._newest)):
-            store.put(INBOX, HANDLED, self._handled_seq)
-            self._marked_seq = self._handled_seq
+    def _commit_done(self) -> None:
+        if self._done_staged and self.machine.store is not None:
+            self.machine.store.commit()
+        self._done_staged = False
 
     async def handle(self, item: Item) -> None:
         """Take one item: decrypt, store its events with the crypto state, acknowledge it."""
         await self._take([item])
 
     async def _take(self, items: list[Item]) -> None:
+        store = self.machine.store
         async with self.lock:
-            handled = self._handled_seq
-            rows: list[tuple[str, Event]] = []
             try:
                 for item in items:
-                    if item.seq and item.seq <= handled:
+                    if item.seq and item.seq <= self._handled_seq:
                         continue  # stored before a restart or a reconnect: only the ack was lost
                     before = len(self.events)
                     await self._on_item(item)
                     for n in range(before, len(self.events)):
-                        rows.append((f"{item.seq:020d}.{n - before:04d}", self.events[n]))
-                    handled = max(handled, item.seq)
-            finally:  # what was taken is stored, also when a later item failed or was cancelled
-                self._store_taken(rows, handled)
+                        event = self.events[n]
+                        key = f"{item.seq:020d}.{n - before:04d}"
+                        self._keys[id(event)] = key
+                        if store is not None:
+                            store.put(
+                                INBOX, key, [type(event).__name__, msgspec.to_builtins(event)]
+                            )
+                    self._handled_seq = max(self._handled_seq, item.seq)
+            finally:
+                # one commit: crypto state, events, and what they came from. Also when a later
+                # item failed or the take was cancelled: what was taken before it is stored (and
+                # not acknowledged), instead of staying in an open transaction that locks the
+                # store for other readers and that a later commit would take half of
+                if store is not None:
+                    store.put(INBOX, HANDLED, self._handled_seq)
+                self.machine.save()
+                self._done_staged = False
         await self.device._live().ack(self._handled_seq)
-
-    def _store_taken(self, rows: list[tuple[str, Event]], handled: int) -> None:
-        """One commit (nothing awaits in between): the crypto state, the events, what they came
-        from, and the deletes of the events handled since the last commit."""
-        store = self.machine.store
-        for key, event in rows:
-            self._keys[id(event)] = key
-            if store is not None:
-                store.put(INBOX, key, [type(event).__name__, event])
-        self._handled_seq = handled
-        if store is not None:
-            if rows:
-                self._newest = max(self._newest, rows[-1][0])
-            self._stage_handled(store)
-        self.machine.save()
 
     async def _on_item(self, item: Item) -> None:
         match item.kind:
@@ -728,9 +667,7 @@ class SecureDevice:
         if store is None:
             return
         rows = store.all(INBOX)
-        self._marked_seq = int(rows.pop(HANDLED, 0))
-        self._newest = max(rows, default="")
-        self._handled_seq = max(self._marked_seq, _key_seq(self._newest))
+        self._handled_seq = int(rows.pop(HANDLED, 0))
         for key in sorted(rows):
             kind, data = rows[key]
             event = msgspec.convert(data, _EVENT_TYPES[kind])
@@ -915,11 +852,6 @@ class SecureDevice:
     def is_verified(self, account: int, device: int) -> bool:
         tracked = self.machine.devices.get(str(account), str(device))
         return tracked is not None and tracked.verified
-
-
-def _key_seq(key: str) -> int:
-    """The seq of the item an inbox key's event came from (0 for no key)."""
-    return int(key.partition(".")[0]) if key else 0
 
 
 def _security_change(change: DeviceChange) -> SecurityCodeChanged:

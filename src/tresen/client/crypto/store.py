@@ -16,7 +16,6 @@ import os
 import secrets
 import sqlite3
 import stat
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -206,12 +205,6 @@ class CryptoStore:
 
     def delete(self, kind: str, name: str) -> None:
         self.db.execute("DELETE FROM state WHERE kind = ? AND name = ?", (kind, name))
-
-    def delete_many(self, kind: str, names: Iterable[str]) -> None:
-        """Stage the deletes of several rows of ``kind`` in one statement."""
-        self.db.executemany(
-            "DELETE FROM state WHERE kind = ? AND name = ?", [(kind, name) for name in names]
-        )
 
     def commit(self) -> None:
         self.db.commit()
