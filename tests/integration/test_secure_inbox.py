@@ -1,6 +1,6 @@
 """The SecureDevice's inbox rows: a clean close keeps nothing of the handled events, a take that
 fails stores what it took before, and whatever a crash leaves uncommitted comes again, in
-order, never lost and never undecryptable."""
+order, never lost and never undecryptable (a lost ack: test_e2e_durability.py)."""
 
 from __future__ import annotations
 
@@ -9,25 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DeviceHandle, Harness
-from tests.integration.test_e2e_durability import bodies, crash
-from tresen.client import AsyncDevice
+from tests.conftest import Harness
+from tests.integration.test_e2e_durability import bodies, crash, reopen
 from tresen.client.crypto.store import CryptoStore
 from tresen.client.secure import HANDLED, INBOX, Message, SecureDevice
 from tresen.protocol.frames import Item
 
-KEY = b"k" * 32
-
-
-async def reopen(handle: DeviceHandle, store: Path) -> SecureDevice:
-    device = SecureDevice.open(AsyncDevice(handle.sdk.credentials), store, key=KEY)
-    await device.start()
-    return device
-
 
 def committed(store: Path) -> dict[str, object]:
     """The inbox rows another reader of the file sees: what was committed."""
-    reader = CryptoStore.open_with_key(store, KEY)
+    reader = CryptoStore.open_with_passphrase(store, "pw")
     try:
         return reader.all(INBOX)
     finally:
@@ -57,28 +48,6 @@ async def test_a_clean_close_keeps_nothing_of_the_handled_events(
     assert await bodies(bob, 0.5) == []
     await alice.send(bob.account_id, "after")  # the Olm session is where it was left
     assert await bodies(bob) == ["after"]
-    await bob.close()
-    await alice.close()
-
-
-async def test_a_lost_ack_of_an_event_not_handled_brings_it_once(
-    relay: Harness, tmp_path: Path
-) -> None:
-    alice_h, bob_h = await relay.new_device(), await relay.new_device()
-    alice = await reopen(alice_h, tmp_path / "alice.store")
-    bob = await reopen(bob_h, tmp_path / "bob.store")
-
-    async def lost(upto: int) -> None:  # the ack never reaches the relay
-        return None
-
-    bob.device._live().ack = lost  # type: ignore[method-assign]
-    await alice.send(bob.account_id, "once")
-    assert await body(bob) == "once"
-    await crash(bob)
-
-    # the relay delivers the item again; the stored event row says it was taken already
-    bob = await reopen(bob_h, tmp_path / "bob.store")
-    assert await bodies(bob) == ["once"]
     await bob.close()
     await alice.close()
 
