@@ -10,7 +10,13 @@ import msgspec
 import pytest
 import websockets
 
-from tresen.errors import DeviceListMismatch, InvalidRequest, NotFound, PayloadTooLarge
+from tresen.errors import (
+    DeviceListMismatch,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+)
 from tresen.protocol.codes import Code
 from tresen.protocol.frames import Error, Presence, TypingNotice
 
@@ -64,6 +70,34 @@ async def test_offline_device_gets_its_queue_in_order_on_reconnect(relay: Harnes
             break
         await asyncio.sleep(0.02)
     assert await relay.fetch_queue(bob.device_id) == []
+
+
+async def test_a_store_outage_while_catching_up_keeps_the_connection(
+    relay: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A catch-up read that finds the store unreachable (``unavailable``, as the engines
+    answer for a database that is down) is tried again after a pause; the connection stays
+    up, so its sends are still answered, and the queue arrives once the store is back."""
+    alice, bob = await relay.new_device(), await relay.new_device()
+    conn = await alice.connect()
+    for n in range(20):
+        await conn.send(bob.account_id, {bob.device_id: b"%d" % n}, id=f"q{n}")
+    envelopes = relay.services.envelopes
+    fetch, failures = envelopes.fetch, [2]
+
+    async def down_twice(device: int, after: int, limit: int) -> list[Any]:
+        if device == bob.device_id and failures[0]:
+            failures[0] -= 1
+            raise Unavailable("storage unavailable during fetch_after (test); try again")
+        return await fetch(device, after, limit)
+
+    monkeypatch.setattr(envelopes, "fetch", down_twice)
+    bconn = await bob.connect()
+    got = [await bconn.recv(timeout=10) for _ in range(20)]
+    assert [i.body for i in got] == [b"%d" % n for n in range(20)]
+    assert failures == [0]  # both failed reads happened, and were tried again
+    assert bconn._generation == 1  # the same connection throughout: never closed by the relay
+    await bconn.send(alice.account_id, {alice.device_id: b"back"}, id="back")
 
 
 async def test_resent_id_is_stored_once(relay: Harness) -> None:

@@ -26,7 +26,7 @@ from tresen.bus.events import (
     TypingEvent,
 )
 from tresen.config import Settings
-from tresen.errors import CLOSE_CODES, LimitExceeded, TresenError, Unauthorized
+from tresen.errors import CLOSE_CODES, LimitExceeded, TresenError, Unauthorized, Unavailable
 from tresen.protocol.codec import Codec, FrameError, server_codec
 from tresen.protocol.codes import Code
 from tresen.protocol.frames import (
@@ -59,6 +59,12 @@ from tresen.relay.services import Services
 from tresen.relay.transport.ratelimit import KeyedLimiter
 
 log = logging.getLogger("tresen.ws")
+
+#: a catch-up read that finds the store unreachable is tried again after this long, doubling up
+#: to CATCH_UP_RETRY_MAX; the connection stays up meanwhile (its sends are answered
+#: ``unavailable``, live deliveries and receipts go on)
+CATCH_UP_RETRY = 0.25
+CATCH_UP_RETRY_MAX = 5.0
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -240,6 +246,8 @@ class Connection:
         stream = self.stream
         assert stream is not None
         batch = self.s.settings.push_batch
+        loop = asyncio.get_running_loop()
+        retry, not_before = CATCH_UP_RETRY, 0.0
         try:
             while True:
                 await self.wake.wait()
@@ -261,10 +269,20 @@ class Connection:
                     code, reason = self.closing
                     await self.link.close(code, reason)
                     return
-                while stream.behind and stream.room > 0:
-                    fetched = await self.s.envelopes.fetch(
-                        stream.device, stream.cursor, min(batch, stream.room)
-                    )
+                while stream.behind and stream.room > 0 and loop.time() >= not_before:
+                    try:
+                        fetched = await self.s.envelopes.fetch(
+                            stream.device, stream.cursor, min(batch, stream.room)
+                        )
+                    except Unavailable as exc:
+                        log.debug(
+                            "catching up device %s: %s; again in %.2fs", stream.device, exc, retry
+                        )
+                        not_before = loop.time() + retry
+                        loop.call_later(retry, self.wake.set)
+                        retry = min(retry * 2, CATCH_UP_RETRY_MAX)
+                        break
+                    retry = CATCH_UP_RETRY
                     exhausted = len(fetched) < min(batch, stream.room)
                     out = stream.on_fetched(fetched, exhausted=exhausted)
                     if out:
@@ -277,7 +295,7 @@ class Connection:
             # the socket went away (uvicorn raises these after a disconnect)
             log.debug("writer for device %s ended: %s", stream.device, exc)
         except Exception:
-            # e.g. the store is unreachable while catching up: the client reconnects later
+            # a fault of the relay itself: the client reconnects and catches up from the store
             log.exception("delivery to device %s failed; closing its connection", stream.device)
             with contextlib.suppress(Exception):
                 await self.link.close(1011, "try again")
