@@ -4,6 +4,7 @@ cancel paths (a wrong commitment, a man in the middle, a tampered MAC)."""
 from __future__ import annotations
 
 from tresen.client.crypto.account import OlmAccount
+from tresen.client.crypto.signing import b64decode, b64encode
 from tresen.client.crypto.verification import EMOJI, SasVerification
 
 
@@ -53,7 +54,9 @@ def test_tampered_mac_cancels() -> None:
     alice.confirm()
     ((kind, content),) = bob.confirm()
     key_id = "ed25519:20"
-    forged = {**content, "mac": {key_id: content["mac"][key_id][:-2] + "AA"}}
+    mac = b64decode(content["mac"][key_id])
+    forged_mac = b64encode(bytes([mac[0] ^ 1]) + mac[1:])  # one bit of the MAC, never the same
+    forged = {**content, "mac": {key_id: forged_mac}}
     out = alice.receive(kind, forged)
     assert out[0][1]["code"] == "m.key_mismatch" and not alice.verified
 
