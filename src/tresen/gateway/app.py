@@ -12,7 +12,7 @@ import logging
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -32,6 +32,8 @@ from litestar.types import (
     Scope,
     Send,
 )
+from typing_extensions import override
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tresen import __version__
 from tresen.errors import TresenError
@@ -214,6 +216,100 @@ class GatewayApp:
         await send(done)
 
 
+class _OneWrite(asyncio.Transport):
+    """A connection's transport whose writes of one loop turn leave in one ``writelines``.
+
+    uvicorn writes a response's status line and headers, then its body: two segments, and two
+    wakeups and reads for the client, where one does. Held bytes leave at the end of the loop
+    turn, or before the connection closes.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes | bytearray | memoryview] = []
+
+    @override
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._held:
+            self._loop.call_soon(self._flush)
+        self._held.append(data if isinstance(data, bytes) else bytes(data))  # may be reused
+
+    @override
+    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
+        for data in list_of_data:
+            self.write(data)
+
+    def _flush(self) -> None:
+        held, self._held = self._held, []
+        if held and not self._transport.is_closing():
+            self._transport.writelines(held)
+
+    @override
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    @override
+    def abort(self) -> None:
+        self._held = []
+        self._transport.abort()
+
+    @override
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    @override
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    @override
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    @override
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    @override
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    @override
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    @override
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    @override
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(len(d) for d in self._held)
+
+    @override
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
+
+    @override
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    @override
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+
+class _HttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, answering each response in one socket write."""
+
+    @override
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(_OneWrite(transport, self.loop))
+
+
 class GatewayServer:
     """A gateway listening on a socket; ``url`` is its base URL (also when asked for port 0)."""
 
@@ -236,6 +332,8 @@ class GatewayServer:
             host=host,
             port=port,
             lifespan="on",
+            http=_HttpProtocol,
+            ws="none",  # the gateway serves no WebSockets
             log_level=log_level,
             access_log=False,
             server_header=False,
