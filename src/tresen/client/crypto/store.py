@@ -7,6 +7,13 @@ store key. The store key comes either from a passphrase (scrypt, salt and cost k
 file) or from a key file of 32 random bytes that only its owner may read (mode 0600, refused
 otherwise). A wrong key fails with ``CryptoError(code=crypto_store_key)`` before anything is
 read.
+
+SQLite's automatic checkpoint (copying the WAL back into the file, with two fsyncs) runs inside
+a commit, on the caller's thread: by default every thousand pages, which stalled a busy event
+loop for 10-50 ms several times a second. A thread of the store's own copies the WAL back
+instead (:class:`_Checkpoints`); the automatic checkpoint stays, rarely (:data:`WAL_RESET_PAGES`),
+because only a writer that finds everything copied back can start the WAL over: without it the
+log of a store that is never idle grows without end.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import os
 import secrets
 import sqlite3
 import stat
+import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +33,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing_extensions import override
 
 from tresen.errors import CryptoError
 from tresen.protocol.codes import Code
@@ -32,6 +42,11 @@ KEY_BYTES = 32
 #: scrypt cost for passphrases (about 64 MiB of memory, tenths of a second)
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**16, 8, 1
 _CHECK = b"tresen crypto store v1"
+#: seconds between checkpoints of a store's WAL, when something was committed in between
+CHECKPOINT_EVERY = 0.5
+#: the WAL's size (pages) at which a commit checkpoints (what the thread left) and so lets the
+#: next one start the log over; about 64 MB
+WAL_RESET_PAGES = 16_384
 
 
 def key_error(message: str, reason: str) -> CryptoError:
@@ -92,6 +107,8 @@ class CryptoStore:
         self.pickle_key = HKDF(hashes.SHA256(), KEY_BYTES, None, b"tresen pickle").derive(key)
         self.aead = AESGCM(HKDF(hashes.SHA256(), KEY_BYTES, None, b"tresen rows").derive(key))
         self.db = db
+        self.commits = 0
+        self._checkpoints = _Checkpoints(self)
         check = self._meta("check")
         if check is None:
             self._set_meta("check", self._seal("meta", "check", _CHECK))
@@ -103,6 +120,7 @@ class CryptoStore:
                 raise key_error(
                     f"wrong key or passphrase for the crypto store {self.path}", "wrong_key"
                 ) from exc
+        self._checkpoints.start()
 
     # ------------------------------------------------------------ opening
 
@@ -116,6 +134,7 @@ class CryptoStore:
         # WAL + NORMAL: a committed save survives the app crashing (not a power cut, where the
         # last saves may be lost and the affected Olm sessions re-established)
         db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_RESET_PAGES}")  # see _Checkpoints
         db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)")
         db.execute(
             "CREATE TABLE IF NOT EXISTS state (kind TEXT NOT NULL, name TEXT NOT NULL, "
@@ -159,7 +178,8 @@ class CryptoStore:
             raise
 
     def close(self) -> None:
-        self.db.close()
+        self._checkpoints.stop()
+        self.db.close()  # the last connection out checkpoints what is left
 
     # ------------------------------------------------------------ rows
 
@@ -208,6 +228,46 @@ class CryptoStore:
 
     def commit(self) -> None:
         self.db.commit()
+        self.commits += 1
+
+
+class _Checkpoints(threading.Thread):
+    """Checkpoints a store's WAL every :data:`CHECKPOINT_EVERY` seconds after commits, on a
+    connection and thread of its own (passive: it never holds up the store's writes). It holds
+    the store weakly and ends with it."""
+
+    def __init__(self, store: CryptoStore) -> None:
+        super().__init__(name="tresen-crypto-checkpoint", daemon=True)
+        self.path = store.path
+        self.store = weakref.ref(store)
+        self.stopping = threading.Event()
+
+    @override
+    def run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        seen = 0
+        try:
+            while not self.stopping.wait(CHECKPOINT_EVERY):
+                store = self.store()
+                if store is None:
+                    return
+                commits, store = store.commits, None
+                if commits == seen:
+                    continue
+                seen = commits
+                try:
+                    conn = conn or sqlite3.connect(self.path, check_same_thread=False)
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    pass  # busy or failing I/O: the next round tries again
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.is_alive():
+            self.join()
 
 
 def _get_meta(db: sqlite3.Connection, name: str) -> bytes | None:
