@@ -296,8 +296,13 @@ async def due(txn: Txn, now: int, limit: int) -> list[Row]:
     )
 
 
-async def next_due(txn: Txn) -> int | None:
-    row = await txn.fetchone("SELECT min(next_at) FROM gw_outbox WHERE state = 'pending'")
+async def next_due(txn: Txn, now: int) -> int | None:
+    """When the next retry is due, after a :func:`due` at ``now`` found nothing: a pending
+    event that was due already waits behind one of these (it once answered with such an
+    event's past time, and the worker read the table over and over, a core busy)."""
+    row = await txn.fetchone(
+        "SELECT min(next_at) FROM gw_outbox WHERE state = 'pending' AND next_at > ?", now
+    )
     return int(row[0]) if row and row[0] is not None else None
 
 

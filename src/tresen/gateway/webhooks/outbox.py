@@ -79,6 +79,8 @@ class Outbox:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.delivered = 0
+        self.rounds = 0  # delivery rounds (each reads the table)
+        self.read_at = 0  # when the last round read what was due (ms)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -137,7 +139,12 @@ class Outbox:
                 await asyncio.sleep(1)
             if sent:
                 continue
-            upcoming = await self.db.run_interaction("gw_outbox_next", store.next_due, write=False)
+            read_at = self.read_at  # what was due then was read: anything later is a retry
+
+            async def upcoming_at(txn: Txn) -> int | None:
+                return await store.next_due(txn, read_at)
+
+            upcoming = await self.db.run_interaction("gw_outbox_next", upcoming_at, write=False)
             wait = 60.0 if upcoming is None else max(0.0, (upcoming - self.now_ms()) / 1000)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=min(wait, 60.0))
@@ -150,7 +157,8 @@ class Outbox:
         written in one transaction at the end of the round, before the next round reads what
         is due (a crash in between delivers the round's events again: at least once).
         """
-        now = self.now_ms()
+        now = self.read_at = self.now_ms()
+        self.rounds += 1
 
         async def read(txn: Txn) -> list[Row]:
             return await store.due(txn, now, 200)
