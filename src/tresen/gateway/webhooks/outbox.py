@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -139,12 +140,9 @@ class Outbox:
                 await asyncio.sleep(1)
             if sent:
                 continue
-            read_at = self.read_at  # what was due then was read: anything later is a retry
-
-            async def upcoming_at(txn: Txn) -> int | None:
-                return await store.next_due(txn, read_at)
-
-            upcoming = await self.db.run_interaction("gw_outbox_next", upcoming_at, write=False)
+            # what was due at the last read was read: anything later is a retry
+            after_read = functools.partial(store.next_due, now=self.read_at)
+            upcoming = await self.db.run_interaction("gw_outbox_next", after_read, write=False)
             wait = 60.0 if upcoming is None else max(0.0, (upcoming - self.now_ms()) / 1000)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=min(wait, 60.0))
