@@ -37,6 +37,16 @@ async def reopen(handle: DeviceHandle, store: Path) -> SecureDevice:
     return device
 
 
+async def alice_and_bob(
+    relay: Harness, tmp_path: Path
+) -> tuple[SecureDevice, DeviceHandle, SecureDevice]:
+    """Two new devices with crypto stores in ``tmp_path``: Alice, and Bob with his handle (to
+    reopen him)."""
+    alice_h, bob_h = await relay.new_device(), await relay.new_device()
+    alice = await reopen(alice_h, tmp_path / "alice.store")
+    return alice, bob_h, await reopen(bob_h, tmp_path / "bob.store")
+
+
 async def bodies(device: SecureDevice, timeout: float = 1.5) -> list[str]:
     """Every message body until nothing more comes; fails on anything undecryptable."""
     seen = []
@@ -53,9 +63,7 @@ async def bodies(device: SecureDevice, timeout: float = 1.5) -> list[str]:
 async def test_an_event_not_handled_comes_again_after_a_crash(
     relay: Harness, tmp_path: Path
 ) -> None:
-    alice_h, bob_h = await relay.new_device(), await relay.new_device()
-    alice = await reopen(alice_h, tmp_path / "alice.store")
-    bob = await reopen(bob_h, tmp_path / "bob.store")
+    alice, bob_h, bob = await alice_and_bob(relay, tmp_path)
     await alice.send(bob.account_id, "one")
     first = await bob.recv()
     assert isinstance(first, Message) and first.content["body"] == "one"
@@ -79,9 +87,7 @@ async def test_an_event_not_handled_comes_again_after_a_crash(
 async def test_a_lost_ack_brings_no_duplicate_and_no_undecryptable(
     relay: Harness, tmp_path: Path
 ) -> None:
-    alice_h, bob_h = await relay.new_device(), await relay.new_device()
-    alice = await reopen(alice_h, tmp_path / "alice.store")
-    bob = await reopen(bob_h, tmp_path / "bob.store")
+    alice, bob_h, bob = await alice_and_bob(relay, tmp_path)
     conn = bob.device._live()
 
     async def lost(upto: int) -> None:  # the ack never reaches the relay

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Harness
-from tests.integration.test_e2e_durability import bodies, crash, reopen
+from tests.integration.test_e2e_durability import alice_and_bob, bodies, crash, reopen
 from tresen.client.crypto.store import CryptoStore
 from tresen.client.secure import HANDLED, INBOX, Message, SecureDevice
 from tresen.protocol.frames import Item
@@ -34,9 +34,7 @@ async def body(device: SecureDevice) -> str:
 async def test_a_clean_close_keeps_nothing_of_the_handled_events(
     relay: Harness, tmp_path: Path
 ) -> None:
-    alice_h, bob_h = await relay.new_device(), await relay.new_device()
-    alice = await reopen(alice_h, tmp_path / "alice.store")
-    bob = await reopen(bob_h, tmp_path / "bob.store")
+    alice, bob_h, bob = await alice_and_bob(relay, tmp_path)
     sent = [f"m{n}" for n in range(5)]
     for text in sent:
         await alice.send(bob.account_id, text)
@@ -55,9 +53,7 @@ async def test_a_clean_close_keeps_nothing_of_the_handled_events(
 async def test_after_a_crash_what_comes_again_is_in_order_and_nothing_is_lost(
     relay: Harness, tmp_path: Path
 ) -> None:
-    alice_h, bob_h = await relay.new_device(), await relay.new_device()
-    alice = await reopen(alice_h, tmp_path / "alice.store")
-    bob = await reopen(bob_h, tmp_path / "bob.store")
+    alice, bob_h, bob = await alice_and_bob(relay, tmp_path)
     sent = [f"m{n}" for n in range(8)]
     for text in sent[:4]:
         await alice.send(bob.account_id, text)
@@ -80,9 +76,7 @@ async def test_after_a_crash_what_comes_again_is_in_order_and_nothing_is_lost(
 async def test_a_take_that_fails_keeps_the_items_taken_before(
     relay: Harness, tmp_path: Path
 ) -> None:
-    alice_h, bob_h = await relay.new_device(), await relay.new_device()
-    alice = await reopen(alice_h, tmp_path / "alice.store")
-    bob = await reopen(bob_h, tmp_path / "bob.store")
+    alice, bob_h, bob = await alice_and_bob(relay, tmp_path)
     first = await alice.send(bob.account_id, "first")
     second = await alice.send(bob.account_id, "second")
     on_item = bob._on_item
