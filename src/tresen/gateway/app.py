@@ -33,7 +33,6 @@ from litestar.types import (
     Send,
 )
 from typing_extensions import override
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tresen import __version__
 from tresen.errors import TresenError
@@ -44,6 +43,7 @@ from tresen.gateway.cloudapi.models import openapi_bodies
 from tresen.gateway.cloudapi.params import MAX_BODY, bearer_token, is_form, json_body
 from tresen.gateway.send import do_send
 from tresen.gateway.service import Gateway, GatewaySettings
+from tresen.httpguard import GuardedHttp
 from tresen.runtime import settle_heap
 from tresen.storage.engine import Database, open_database
 
@@ -302,12 +302,19 @@ class _OneWrite(asyncio.Transport):
         return self._transport.get_protocol()
 
 
-class _HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, answering each response in one socket write."""
+class _HttpProtocol(GuardedHttp):
+    """The relay's guarded HTTP protocol (deadlines for a request's head and body, 408 and a
+    close past them), answering each response in one socket write and refusing in the Graph
+    error envelope."""
 
     @override
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_OneWrite(transport, self.loop))
+
+    @override
+    def refusal(self, status: int, message: str) -> tuple[str, bytes]:
+        error = GraphError(100, f"{message}; send the whole request promptly", status=status)
+        return "application/json", msgspec.json.encode(error.body())
 
 
 class GatewayServer:

@@ -10,10 +10,10 @@ from collections.abc import Callable
 import uvicorn
 
 from tresen.config import Settings
+from tresen.httpguard import guarded_http_protocol
 from tresen.relay.accounts.senders import CodeSender
 from tresen.relay.app import RelayApp
 from tresen.relay.clock import Clock
-from tresen.relay.transport.httpguard import guarded_http_protocol
 from tresen.relay.transport.wsnative import native_protocol
 from tresen.runtime import settle_heap
 

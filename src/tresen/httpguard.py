@@ -1,5 +1,8 @@
 """uvicorn's HTTP protocol with deadlines on what the client sends: slow-loris is cut off.
 
+The relay and the business gateway both serve HTTP through it (the gateway's answers in the
+Graph error envelope, :meth:`GuardedHttp.refusal`).
+
 uvicorn reads a request head for as long as the client takes, and a body too: a client sending a
 byte every few seconds holds its socket (and its share of the process) for ever. Here:
 
@@ -83,14 +86,18 @@ class GuardedHttp(HttpToolsProtocol):
                 return
             self._refuse(408, "the request body did not keep coming")
 
+    def refusal(self, status: int, message: str) -> tuple[str, bytes]:
+        """The content type and body of the guard's own ``408`` / ``431``."""
+        return "text/plain; charset=utf-8", f"{message}\n".encode()
+
     def _refuse(self, status: int, message: str) -> None:
         log.debug("closing an HTTP connection: %s", message)
         cycle: RequestResponseCycle | None = self.cycle
         if cycle is None or cycle.response_complete or not cycle.response_started:
-            body = f"{message}\n".encode()
+            content_type, body = self.refusal(status, message)
             head = (
                 f"HTTP/1.1 {status} {'Request Timeout' if status == 408 else 'Too Large'}\r\n"
-                "content-type: text/plain; charset=utf-8\r\n"
+                f"content-type: {content_type}\r\n"
                 f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
             )
             self.transport.write(head.encode() + body)
