@@ -11,7 +11,11 @@
   restarting, full or refusing writes; the node is draining): the envelope stays pending and is
   resent with the same id after a growing pause, until it is stored (``resend_unavailable``).
   The same goes for an envelope refused as part of a flood of frames (``rate_limited`` naming
-  it): it is resent once the relay's ``retry_after`` has passed.
+  it): it is resent once the relay's ``retry_after`` has passed. A sender that can encrypt again
+  (``send(fresh=...)``, the SDK's Olm sends) gets to: the resend carries new ciphertexts, so it
+  takes its place in the ratchet after the messages sent meanwhile. The first ones would arrive
+  behind them, and a receiver keeps only so many skipped message keys (vodozemac: 40 per chain),
+  so under load they could arrive undecryptable.
 - Frames sent in one turn of the event loop leave in one socket write (a gateway's sends that
   share a crypto-store save, a burst of acks and receipts): on loopback a write costs about as
   much CPU as the frame itself.
@@ -28,8 +32,10 @@ import contextlib
 import logging
 import secrets
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
+import msgspec
 from typing_extensions import override
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.client import ClientProtocol
@@ -74,6 +80,8 @@ HANDSHAKE_TIMEOUT = 10.0
 #: refusals of a send after which the same envelope is sent again: the relay did not store it
 #: (``unavailable``), or it came in a flood of frames (``rate_limited``, naming its id)
 RESENT = {Code.UNAVAILABLE, Code.RATE_LIMITED}
+#: encrypts a refused envelope's payloads anew for its resend (``Connection.send``)
+Fresh = Callable[[], Awaitable[dict[int, bytes]]]
 
 
 def new_envelope_id() -> str:
@@ -148,6 +156,7 @@ class Connection:
         #: envelopes the relay answered ``unavailable`` and this connection resent
         self.resent = 0
         self._tries: dict[str, int] = {}
+        self._fresh: dict[str, Fresh] = {}
         self._generation = 0  # counts opened sockets: a reconnect resends every pending frame
         self._heartbeat: asyncio.Task[None] | None = None
 
@@ -350,8 +359,27 @@ class Connection:
         entry = self.pending.get(envelope_id)
         if entry is None or entry[1].done() or self._closed or generation != self._generation:
             return  # stored, given up, or already resent by a reconnect
-        task = asyncio.ensure_future(self._send(entry[0]))
+        task = asyncio.ensure_future(self._send_again(envelope_id, generation))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _send_again(self, envelope_id: str, generation: int) -> None:
+        frame, future = self.pending[envelope_id]
+        fresh = self._fresh.get(envelope_id)
+        if fresh is not None and isinstance(frame, Send):
+            try:
+                payloads = await fresh()
+            except Exception as exc:  # the sender cannot encrypt it now: its send fails
+                if self.pending.get(envelope_id, (None, None))[1] is future:
+                    del self.pending[envelope_id]
+                if not future.done():
+                    future.set_exception(exc)
+                return
+            entry = self.pending.get(envelope_id)
+            if entry is None or entry[0] is not frame or generation != self._generation:
+                return  # answered meanwhile, or a reconnect sent it again already
+            frame = msgspec.structs.replace(frame, payloads=payloads)
+            self.pending[envelope_id] = (frame, future)
+        await self._send(frame)
 
     def _schedule_ack(self) -> None:
         if not self._ack_scheduled:
@@ -376,13 +404,18 @@ class Connection:
 
     # ------------------------------------------------------------ API
 
-    async def _request(self, frame: Send | SendGroup) -> int:
+    async def _request(self, frame: Send | SendGroup, fresh: Fresh | None = None) -> int:
         if frame.id in self.pending:  # already on its way: wait for the same answer
             return await asyncio.shield(self.pending[frame.id][1])
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.pending[frame.id] = (frame, future)
-        await self._send(frame)
-        return await future
+        if fresh is not None:
+            self._fresh[frame.id] = fresh
+        try:
+            await self._send(frame)
+            return await future
+        finally:
+            self._fresh.pop(frame.id, None)
 
     async def send(
         self,
@@ -391,14 +424,17 @@ class Connection:
         *,
         id: str | None = None,
         biz: BizMeta | None = None,
+        fresh: Fresh | None = None,
     ) -> str:
         """Send one envelope (a ciphertext per device); returns its id once stored.
 
         A business account marks its envelopes with ``biz`` (service reply or template, see
-        docs/business-rules.md); people never set it.
+        docs/business-rules.md); people never set it. ``fresh``, if given, encrypts the
+        payloads anew for a resend after the relay refused the envelope without storing it
+        (what it raises fails the send).
         """
         frame = Send(id=id or new_envelope_id(), to=to, payloads=payloads, biz=biz)
-        await self._request(frame)
+        await self._request(frame, fresh)
         return frame.id
 
     async def send_group(

@@ -406,7 +406,10 @@ class SecureDevice:
         conn = self.device._live()
         envelope_id = id or new_envelope_id()
         accounts = {to, self.account_id}
-        for _ in range(SEND_ATTEMPTS):
+
+        async def encrypt() -> dict[int, bytes]:
+            """A ciphertext per target device, durable in the crypto store before it leaves;
+            again for a resend the relay asks for (``Connection.send``'s ``fresh``)."""
             async with self.lock:
                 await self._known(accounts)
                 targets = self._targets(accounts)
@@ -419,8 +422,12 @@ class SecureDevice:
                     events = make(identity) if identity is not None and usable else []
                     payloads[device] = encode_envelope(events)
             await self._saved()
+            return payloads
+
+        for _ in range(SEND_ATTEMPTS):
+            payloads = await encrypt()
             try:
-                await conn.send(to, payloads, id=envelope_id, biz=biz)
+                await conn.send(to, payloads, id=envelope_id, biz=biz, fresh=encrypt)
                 return envelope_id
             except DeviceListMismatch as exc:
                 changed = self._learn(exc)
