@@ -18,7 +18,8 @@ a pair rate that does not limit the benchmark (the default allows one message pe
 
 Progress goes to stderr; the last line on stdout is one JSON object:
 ``messages_per_second``, API latency ``p50_ms`` / ``p99_ms``, ``received`` (decrypted by the
-people), ``webhooks_per_second`` (status deliveries, measured until the outbox drained) and
+people) and ``undecryptable`` (the exit status is 1 unless every message sent was decrypted),
+``webhooks_per_second`` (status deliveries, measured until the outbox drained) and
 ``cpu_ms_per_message`` per process (CPU time in the measured span over messages sent).
 Run: ``.venv/bin/python bench/gateway.py --seconds 5`` (see bench/README.md).
 """
@@ -45,7 +46,7 @@ import msgspec
 import uvloop
 
 from tresen.client import AsyncDevice
-from tresen.client.secure import Message, SecureDevice
+from tresen.client.secure import Message, SecureDevice, Undecryptable
 from tresen.gateway.app import GatewayServer
 from tresen.gateway.bootstrap import create_number
 from tresen.gateway.service import GatewaySettings
@@ -263,19 +264,22 @@ async def people_role(args: argparse.Namespace) -> None:
         people.append(secure)
         await secure.send(args.business, "hi")
     print(json.dumps({"accounts": [p.account_id for p in people]}), flush=True)
-    received = 0
+    received = undecryptable = 0
 
     async def drain(device: SecureDevice) -> None:
-        nonlocal received
+        nonlocal received, undecryptable
         while True:
-            if isinstance(await device.recv(None), Message):
+            event = await device.recv(None)
+            if isinstance(event, Message):
                 received += 1
+            elif isinstance(event, Undecryptable):
+                undecryptable += 1
 
     tasks = [asyncio.create_task(drain(p)) for p in people]
     try:
         while True:
             await asyncio.sleep(0.25)
-            print(json.dumps({"received": received}), flush=True)
+            print(json.dumps({"received": received, "undecryptable": undecryptable}), flush=True)
     except BrokenPipeError:  # the benchmark is done
         for task in tasks:
             task.cancel()
@@ -317,13 +321,14 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         assert gateway.stdin is not None
         gateway.stdin.write(json.dumps(accounts).encode() + b"\n")
         scoped = (await line_of(gateway))["scoped"]
-        received = 0
+        received = undecryptable = 0
 
         async def count() -> None:
-            nonlocal received
+            nonlocal received, undecryptable
             assert people.stdout is not None
             async for raw in people.stdout:
-                received = json.loads(raw)["received"]
+                counts = json.loads(raw)
+                received, undecryptable = counts["received"], counts["undecryptable"]
 
         counter = asyncio.create_task(count())
         latencies: list[float] = []
@@ -374,7 +379,11 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         elapsed = time.perf_counter() - t0
         expected = 2 * sent  # sent + delivered per message
         deadline = time.perf_counter() + 60
-        while (received < sent or hook.statuses < expected) and time.perf_counter() < deadline:  # noqa: ASYNC110
+
+        def drained_all() -> bool:
+            return received + undecryptable >= sent and hook.statuses >= expected
+
+        while not drained_all() and time.perf_counter() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         drained = time.perf_counter() - t0
         cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
@@ -392,6 +401,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "p50_ms": round(statistics.median(latencies) * 1000, 2),
             "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
             "received": received,
+            "undecryptable": undecryptable,
             "webhook_statuses": hook.statuses,
             "webhooks_per_second": round(hook.statuses / webhook_span, 1),
             "bad_signatures": hook.bad,
@@ -441,6 +451,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="tresen-bench-gw-") as tmp:
         result = uvloop.run(run(args, Path(tmp)))
     print(json.dumps(result))
+    if result["undecryptable"] or result["received"] < result["sent"]:
+        log(f"FAILED: of {result['sent']} messages sent, {result['received']} were decrypted")
+        sys.exit(1)
 
 
 if __name__ == "__main__":
