@@ -303,9 +303,9 @@ class _OneWrite(asyncio.Transport):
 
 
 class _HttpProtocol(GuardedHttp):
-    """The relay's guarded HTTP protocol (deadlines for a request's head and body, 408 and a
-    close past them), answering each response in one socket write and refusing in the Graph
-    error envelope."""
+    """The guarded HTTP protocol the relay serves with too (deadlines for a request's head and
+    body, 408 and a close past them), answering each response in one socket write and refusing
+    in the Graph error envelope."""
 
     @override
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
