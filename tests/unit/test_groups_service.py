@@ -197,7 +197,9 @@ async def test_a_read_overlapping_a_change_does_not_fill_the_cache(rig: Rig) -> 
         def __getattr__(self, name: str) -> Any:
             return getattr(real, name)
 
-        async def run_interaction(self, name: str, fn: Any, *, write: bool = True) -> Any:
+        async def run_interaction(
+            self, name: str, fn: Any, *, write: bool = True, light: bool = False
+        ) -> Any:
             result = await real.run_interaction(name, fn, write=write)
             rig.groups.forget(gid)
             return result

@@ -1,5 +1,5 @@
 """WAL checkpoints of tresen's SQLite files: never on the writer's (the event loop's) thread,
-and a log that ends even when writes never pause."""
+and a log that ends even when writes never pause; where a commit runs."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from tresen.client.crypto.store import CryptoStore
 from tresen.storage.engine import Txn
@@ -99,3 +100,43 @@ async def test_the_wal_starts_over_while_writes_never_pause(tmp_path: Path) -> N
     # only an idle moment started it over: none in these 1.5 s, and it grew to 313-353 MB
     assert restarts >= 3, restarts
     assert largest < 96 * 1024 * 1024, largest  # 2-23 MB, as fast as the machine writes
+
+
+class RecordingDatabase(SqliteDatabase):
+    """Notes the thread each COMMIT of a write transaction ran on."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)  # synchronous=FULL: the COMMIT waits for an fsync
+        self.committed_on: list[str] = []
+
+    def _timed_commit(self, conn: sqlite3.Connection) -> None:
+        self.committed_on.append(threading.current_thread().name)
+        super()._timed_commit(conn)
+
+
+async def test_a_light_write_commits_on_the_loop_while_commits_are_quick(tmp_path: Path) -> None:
+    db = RecordingDatabase(str(tmp_path / "light.db"))
+    await db.open()
+
+    def rows(n: int) -> Any:
+        async def write(txn: Txn) -> None:
+            await txn.executemany("INSERT INTO t (v) VALUES (?)", [(i,) for i in range(n)])
+
+        return write
+
+    try:
+        await db.run_interaction("create", lambda txn: txn.execute("CREATE TABLE t (v INT)"))
+        loop_thread = threading.current_thread().name
+        await db.run_interaction("light", rows(3), light=True)
+        await db.run_interaction("not light", rows(3))
+        await db.run_interaction("too many rows", rows(db.light_rows + 1), light=True)
+        db.inline_commit_seconds = 0.0  # a disk whose fsync takes longer than a thread handoff
+        await db.run_interaction("slow disk", rows(3), light=True)
+        count = await db.run_interaction(
+            "count", lambda txn: txn.fetchone("SELECT count(*) FROM t"), write=False
+        )
+    finally:
+        await db.close()
+    assert count is not None and count[0] == 3 + 3 + db.light_rows + 1 + 3
+    on_loop = [name == loop_thread for name in db.committed_on]
+    assert on_loop == [False, True, False, False, False]  # create, light, not light, ...

@@ -111,16 +111,18 @@ class Writer:
 
     async def run(self) -> None:
         while True:
+            idle = not self.wakeup.is_set()  # nothing came in during the last commit
             await self.wakeup.wait()
             self.wakeup.clear()
             while self.pending:
                 batch = self.pending[: self.max_batch]
                 del self.pending[: self.max_batch]
-                await self._apply(batch)
+                await self._apply(batch, light=idle)
+                idle = False
             if self.closing and not self.pending:
                 return
 
-    async def _apply(self, batch: list[WriteOp]) -> None:
+    async def _apply(self, batch: list[WriteOp], *, light: bool = False) -> None:
         now = self.clock.now_ms()
 
         async def interaction(txn: Txn) -> tuple[list[bool], list[QueueRow]]:
@@ -169,7 +171,9 @@ class Writer:
             return duplicates, rows
 
         try:
-            duplicates, rows = await self.db.run_interaction("write_batch", interaction)
+            duplicates, rows = await self.db.run_interaction(
+                "write_batch", interaction, light=light
+            )
         except Exception as exc:
             log.exception("write batch of %d ops failed", len(batch))
             error = (
