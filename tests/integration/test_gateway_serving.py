@@ -78,8 +78,8 @@ async def test_pipelined_requests_answered_in_order_and_a_close_sends_all(
 
 @pytest.fixture
 def short_deadlines(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_HttpProtocol, "head_timeout", 0.3)
-    monkeypatch.setattr(_HttpProtocol, "body_timeout", 0.3)
+    monkeypatch.setattr(_HttpProtocol, "head_timeout", 0.5)
+    monkeypatch.setattr(_HttpProtocol, "body_timeout", 0.5)
 
 
 async def connect(server: GatewayServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -132,12 +132,12 @@ async def test_prompt_requests_on_a_kept_alive_connection_are_not_cut_off(
 ) -> None:
     reader, writer = await connect(server)
     for _ in range(3):
-        for i in range(0, len(POST), 20):  # in pieces, each well within the deadlines
+        for i in range(0, len(POST), 20):  # in pieces, together well within the deadline
             writer.write(POST[i : i + 20])
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.01)
         status, _ = await response(reader)
         assert status == b"HTTP/1.1 401 Unauthorized"
-        await asyncio.sleep(0.5)  # idle between requests for longer than the header deadline
+        await asyncio.sleep(0.7)  # idle between requests for longer than the head's deadline
     writer.write(GET)
     assert (await response(reader))[0] == b"HTTP/1.1 401 Unauthorized"
     writer.close()
