@@ -111,7 +111,7 @@ class Writer:
 
     async def run(self) -> None:
         while True:
-            idle = not self.wakeup.is_set()  # nothing came in during the last commit
+            idle = not self.wakeup.is_set()  # nothing was handed in while the last batch ran
             await self.wakeup.wait()
             self.wakeup.clear()
             while self.pending:
