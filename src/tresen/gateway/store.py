@@ -51,7 +51,7 @@ async def migrate(db: Database) -> list[int]:
             continue
 
         async def apply(txn: Txn, m: Migration = migration) -> None:
-            for statement in m.statements(lambda name: []):
+            for statement in m.statements(lambda name: [], db.dialect):
                 await txn.execute(statement)
             await txn.execute("INSERT INTO gw_schema_version VALUES (?, ?, 0)", m.version, m.name)
 

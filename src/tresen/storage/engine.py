@@ -79,10 +79,18 @@ class Migration:
         self.name = name
         self.sql = sql
 
-    def statements(self, sequence: Callable[[str], list[str]]) -> list[str]:
-        """Split into statements, expanding ``@sequence NAME`` lines for the dialect."""
+    def statements(self, sequence: Callable[[str], list[str]], dialect: str = "") -> list[str]:
+        """Split into statements, expanding ``@sequence NAME`` lines for the dialect.
+
+        A migration with an ``@only DIALECT`` line changes only that dialect's databases; on
+        the others it is recorded as applied and does nothing (it tunes one engine's layout).
+        """
         # comments go first, so that a ';' inside one never splits a statement
         sql = "\n".join(line.split("--", 1)[0].rstrip() for line in self.sql.splitlines())
+        only = [line.split()[1] for line in sql.splitlines() if line.startswith("@only ")]
+        if only and dialect not in only:
+            return []
+        sql = "\n".join(line for line in sql.splitlines() if not line.startswith("@only "))
         out: list[str] = []
         for chunk in sql.split(";"):
             lines = []

@@ -180,7 +180,7 @@ class PostgresDatabase:
                     if migration.version in done:
                         continue
                     async with conn.transaction():
-                        for statement in migration.statements(self._sequence):
+                        for statement in migration.statements(self._sequence, self.dialect):
                             await conn.execute(statement)
                         await conn.execute(
                             "INSERT INTO schema_version VALUES "

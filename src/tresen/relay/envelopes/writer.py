@@ -158,7 +158,7 @@ class Writer:
                         it.envelope_id,
                         it.sender_account,
                         it.sender_device,
-                        it.group or None,
+                        it.group,
                         now,
                         expires,
                         it.body,
@@ -191,6 +191,6 @@ class Writer:
             _finish(op, None, dup)
         by_device: dict[int, list[Item]] = defaultdict(list)
         for r in rows:
-            by_device[r[1]].append(Item(r[0], r[2], r[3], r[4], r[5], r[7], r[9], r[6] or 0))  # type: ignore[arg-type]
+            by_device[r[1]].append(Item(r[0], r[2], r[3], r[4], r[5], r[7], r[9], r[6]))  # type: ignore[arg-type]
         for device, items in by_device.items():
             self.bus.publish(f"device.{device}", Items(device=device, items=items))
