@@ -6,7 +6,7 @@ fetches ``seq > after`` in order and the rows it acknowledged are deleted by ``s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from tresen.protocol.frames import Item
 from tresen.storage.engine import Txn
@@ -22,17 +22,35 @@ QUEUE_LOCK_SPACE = 0x7E5E
 QUEUE_LOCK_TIMEOUT = "5s"
 
 
+#: rows per statement when ids are claimed: a batch is cut into these, largest first. A statement
+#: of each length is prepared once and kept in the engine's statement cache; one per batch
+#: length (any from 1 to 2,048) pushed each other out of it, and preparing them cost a fifth of
+#: the claim's CPU (counted with callgrind).
+CLAIM_ROWS = (256, 64, 16, 4, 1)
+_CLAIM_SQL = {
+    n: "INSERT INTO envelope_ids (sender_device, envelope_id, created_at) "  # noqa: S608
+    f"VALUES {', '.join(['(?, ?, ?)'] * n)} ON CONFLICT DO NOTHING "
+    "RETURNING sender_device, envelope_id"
+    for n in CLAIM_ROWS
+}
+
+
+def _claim_chunks(keys: Sequence[tuple[int, str]]) -> Iterator[Sequence[tuple[int, str]]]:
+    start = 0
+    for size in CLAIM_ROWS:
+        while len(keys) - start >= size:
+            yield keys[start : start + size]
+            start += size
+
+
 async def claim_envelope_ids(
     txn: Txn, keys: Sequence[tuple[int, str]], now: int
 ) -> set[tuple[int, str]]:
-    """Record sender-chosen ids, one statement per 1,000; return those not seen before."""
+    """Record sender-chosen ids; return those not seen before."""
     fresh: set[tuple[int, str]] = set()
-    for start in range(0, len(keys), 1000):
-        chunk = keys[start : start + 1000]
-        values = ", ".join(["(?, ?, ?)"] * len(chunk))
+    for chunk in _claim_chunks(keys):
         rows = await txn.fetch(
-            "INSERT INTO envelope_ids (sender_device, envelope_id, created_at) "  # noqa: S608
-            f"VALUES {values} ON CONFLICT DO NOTHING RETURNING sender_device, envelope_id",
+            _CLAIM_SQL[len(chunk)],
             *[v for device, envelope_id in chunk for v in (device, envelope_id, now)],
         )
         fresh.update((int(r[0]), r[1]) for r in rows)
