@@ -34,6 +34,7 @@ import json
 import os
 import resource
 import secrets
+import shlex
 import signal
 import socket
 import statistics
@@ -155,8 +156,11 @@ def free_port() -> int:
 class Relay:
     """``python -m tresen serve`` as a child process, with the bench's rate limits lifted."""
 
-    def __init__(self, db: str, workdir: Path, synchronous: str = "full") -> None:
+    def __init__(
+        self, db: str, workdir: Path, synchronous: str = "full", prefix: Sequence[str] = ()
+    ) -> None:
         self.db = db
+        self.prefix = list(prefix)  # e.g. valgrind: the relay runs under it
         self.port = free_port()
         self.logfile = workdir / f"relay-{self.port}.log"
         self.proc: asyncio.subprocess.Process | None = None
@@ -185,14 +189,14 @@ class Relay:
             "TRESEN_SQLITE_SYNCHRONOUS": self.synchronous,
         }
         env.pop("TRESEN_CONFIG", None)
-        command = [sys.executable, "-m", "tresen", "serve", "--host", "127.0.0.1"]
+        command = [*self.prefix, sys.executable, "-m", "tresen", "serve", "--host", "127.0.0.1"]
         command += ["--port", str(self.port), "--db", self.db, "--log-level", "warning"]
         with self.logfile.open("wb") as out:
             self.proc = await asyncio.create_subprocess_exec(
                 *command, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
             )
         self.ps = psutil.Process(self.proc.pid)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + (60 if not self.prefix else 900)  # valgrind: slow start
         while time.monotonic() < deadline:
             if self.proc.returncode is not None:
                 raise BenchFailure(f"the relay exited at startup:\n{self.log_tail()}")
@@ -683,6 +687,7 @@ class Options:
     idle: list[int]
     phases: list[str]
     workdir: Path
+    relay_prefix: Sequence[str] = ()
 
 
 async def run_backend(name: str, db: str, opts: Options) -> dict[str, Any]:
@@ -697,7 +702,8 @@ async def run_backend(name: str, db: str, opts: Options) -> dict[str, Any]:
     result["setup"] = {"devices_registered": total, "register_s": round(took, 1)}
     log(f"[{name}] registered {total} devices in {took:.1f} s")
 
-    relay = Relay(db, opts.workdir, "normal" if name == "sqlite-normal" else "full")
+    synchronous = "normal" if name == "sqlite-normal" else "full"
+    relay = Relay(db, opts.workdir, synchronous, opts.relay_prefix)
     await relay.start()
     result["setup"]["relay_rss_mb_at_start"] = round(relay.rss() / 2**20, 1)
     log(f"[{name}] relay pid {relay.pid} on port {relay.port}")
@@ -910,6 +916,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="DSN used to create and drop the bench's fresh PostgreSQL database",
     )
     p.add_argument("--workdir", type=Path, default=None, help="where SQLite files and logs go")
+    p.add_argument(
+        "--relay-prefix",
+        default="",
+        help="run the relay under this command, e.g. 'valgrind --tool=callgrind "
+        "--callgrind-out-file=relay.cg' to count its instructions (bench/README.md)",
+    )
     args = p.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     bad = set(backends) - {"sqlite", "sqlite-normal", "postgres"}
@@ -939,6 +951,7 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         idle=args.idle,
         phases=args.phases,
         workdir=workdir,
+        relay_prefix=shlex.split(args.relay_prefix),
     )
     out: dict[str, Any] = {}
     for backend in args.backends:
