@@ -79,7 +79,7 @@ class Migration:
         self.name = name
         self.sql = sql
 
-    def statements(self, sequence: Callable[[str], list[str]], dialect: str = "") -> list[str]:
+    def statements(self, sequence: Callable[[str], list[str]], dialect: str) -> list[str]:
         """Split into statements, expanding ``@sequence NAME`` lines for the dialect.
 
         A migration with an ``@only DIALECT`` line changes only that dialect's databases; on
