@@ -1,5 +1,5 @@
 """WAL checkpoints of tresen's SQLite files: never on the writer's (the event loop's) thread,
-and a log that ends even when writes never pause; where a commit runs."""
+and a log that ends even when writes never pause; a durable commit flushes its log."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
+
+import pytest
 
 from tresen.client.crypto.store import CryptoStore
 from tresen.storage.engine import Txn
+from tresen.storage.fsync import Syncer, ThreadSync
 from tresen.storage.sqlite import SqliteDatabase
 
 
@@ -102,41 +104,74 @@ async def test_the_wal_starts_over_while_writes_never_pause(tmp_path: Path) -> N
     assert largest < 96 * 1024 * 1024, largest  # 2-23 MB, as fast as the machine writes
 
 
-class RecordingDatabase(SqliteDatabase):
-    """Notes the thread each COMMIT of a write transaction ran on."""
+class CountingSyncer:
+    """Wraps the engine's syncer; notes which file each flush was for."""
 
-    def __init__(self, path: str) -> None:
-        super().__init__(path)  # synchronous=FULL: the COMMIT waits for an fsync
-        self.committed_on: list[str] = []
+    def __init__(self, inner: Syncer) -> None:
+        self.inner = inner
+        self.flushed: list[int] = []  # inode numbers
 
-    def _timed_commit(self, conn: sqlite3.Connection) -> None:
-        self.committed_on.append(threading.current_thread().name)
-        super()._timed_commit(conn)
+    async def fdatasync(self, fd: int) -> None:
+        self.flushed.append(os.fstat(fd).st_ino)
+        await self.inner.fdatasync(fd)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
-async def test_a_light_write_commits_on_the_loop_while_commits_are_quick(tmp_path: Path) -> None:
-    db = RecordingDatabase(str(tmp_path / "light.db"))
+@pytest.mark.parametrize("use_aio", [True, False], ids=["aio", "thread"])
+async def test_a_full_commit_returns_after_its_wal_is_flushed(
+    tmp_path: Path, use_aio: bool
+) -> None:
+    path = tmp_path / "full.db"
+    db = SqliteDatabase(str(path))  # synchronous=full, the default
+    db.use_aio = use_aio
     await db.open()
-
-    def rows(n: int) -> Any:
-        async def write(txn: Txn) -> None:
-            await txn.executemany("INSERT INTO t (v) VALUES (?)", [(i,) for i in range(n)])
-
-        return write
-
+    assert db.syncer is not None
+    if not use_aio:
+        assert isinstance(db.syncer, ThreadSync)
+    syncer = db.syncer = CountingSyncer(db.syncer)
     try:
         await db.run_interaction("create", lambda txn: txn.execute("CREATE TABLE t (v INT)"))
-        loop_thread = threading.current_thread().name
-        await db.run_interaction("light", rows(3), light=True)
-        await db.run_interaction("not light", rows(3))
-        await db.run_interaction("too many rows", rows(db.light_rows + 1), light=True)
-        db.inline_commit_seconds = 0.0  # a disk whose fsync takes longer than a thread handoff
-        await db.run_interaction("slow disk", rows(3), light=True)
-        count = await db.run_interaction(
-            "count", lambda txn: txn.fetchone("SELECT count(*) FROM t"), write=False
-        )
+        for n in range(5):
+            await db.run_interaction(
+                "insert", lambda txn, n=n: txn.execute("INSERT INTO t VALUES (?)", n)
+            )
+        assert db._write is not None
+        # the COMMIT only appends to the log; the engine's flush is what FULL adds to NORMAL
+        assert db._write.execute("PRAGMA synchronous").fetchone()[0] == 1
+        wal = Path(f"{path}-wal").stat().st_ino
+        assert syncer.flushed == [wal] * 6
+        await db.run_interaction("read", lambda txn: txn.fetch("SELECT v FROM t"), write=False)
+        assert len(syncer.flushed) == 6  # reads flush nothing
     finally:
         await db.close()
-    assert count is not None and count[0] == 3 + 3 + db.light_rows + 1 + 3
-    on_loop = [name == loop_thread for name in db.committed_on]
-    assert on_loop == [False, True, False, False, False]  # create, light, not light, ...
+    assert db.syncer is None
+
+
+async def test_normal_and_memory_databases_flush_nothing_themselves(tmp_path: Path) -> None:
+    normal = SqliteDatabase(str(tmp_path / "normal.db"), synchronous="normal")
+    memory = SqliteDatabase(":memory:")
+    for db in (normal, memory):
+        await db.open()
+        try:
+            assert db.syncer is None
+            await db.run_interaction("create", lambda txn: txn.execute("CREATE TABLE t (v)"))
+        finally:
+            await db.close()
+
+
+async def test_a_wal_removed_behind_the_engine_is_opened_again(tmp_path: Path) -> None:
+    path = tmp_path / "moved.db"
+    db = SqliteDatabase(str(path))
+    await db.open()
+    try:
+        await db.run_interaction("create", lambda txn: txn.execute("CREATE TABLE t (v INT)"))
+        first = os.fstat(db._wal()).st_ino
+        wal = Path(f"{path}-wal")
+        wal.rename(tmp_path / "old-wal")  # the inode lives on under another name
+        wal.write_bytes(b"")
+        (tmp_path / "old-wal").unlink()
+        assert os.fstat(db._wal()).st_ino == wal.stat().st_ino != first
+    finally:
+        await db.close()

@@ -58,12 +58,9 @@ class Database(Protocol):
 
     async def close(self) -> None: ...
 
-    async def run_interaction(
-        self, name: str, fn: Interaction[T], *, write: bool = True, light: bool = False
-    ) -> T:
-        """Run ``fn`` in one transaction named ``name`` (for logs and metrics). ``light``: a
-        small write from an otherwise idle caller, which an engine may commit in the quickest
-        way rather than the one that keeps the event loop free (SQLite: on the loop)."""
+    async def run_interaction(self, name: str, fn: Interaction[T], *, write: bool = True) -> T:
+        """Run ``fn`` in one transaction named ``name`` (for logs and metrics); a write returns
+        once it is committed durably."""
         ...
 
     async def migrate(self) -> list[int]:

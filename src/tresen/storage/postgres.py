@@ -130,9 +130,7 @@ class PostgresDatabase:
             await self._pool.close()
             self._pool = None
 
-    async def run_interaction(
-        self, name: str, fn: Interaction[T], *, write: bool = True, light: bool = False
-    ) -> T:
+    async def run_interaction(self, name: str, fn: Interaction[T], *, write: bool = True) -> T:
         timer = InteractionTimer(name)
         try:
             async with self._pool.acquire() as conn, conn.transaction():

@@ -1,20 +1,23 @@
 """SQLite engine: WAL, one writer at a time, fsyncs off the event loop.
 
-Statements run on the event loop thread (they take microseconds); the COMMIT, which waits on
-fsync with ``synchronous=FULL``, runs in a worker thread so the loop keeps serving connections.
-A *light* write (``run_interaction(light=True)``: a few rows from a caller that was idle, such
-as the relay's writer at moderate load) commits on the loop instead while this disk's commits
-are quick (under :attr:`SqliteDatabase.inline_commit_seconds`, as recently measured): handing a
-commit to the thread and back costs more than a 0.1 ms fsync (two thread wakeups and the GIL),
-about a fifth of the relay's CPU at 1,000 msgs/s. On a disk whose fsync is slow every commit
-goes to the thread.
-With ``synchronous=NORMAL`` a WAL commit only appends to the log (the fsync waits for the
-checkpoint), so it runs on the loop as well: handing it to a thread and back cost more CPU
-than the commit itself (a third of the gateway's storage time, measured with py-spy).
-Running whole interactions in a thread was tried and measured worse: SQLite releases the GIL
-for every row it steps, and with the loop busy each re-acquisition waits for the interpreter's
-switch interval (a convoy). Reads use their own connection and so see only committed data (WAL
-snapshots).
+Statements run on the event loop thread (they take microseconds). Durability
+(``synchronous=full``, the default) is SQLite's own rule for WAL mode made asynchronous: the
+writer's connection runs ``synchronous=NORMAL``, so a COMMIT only appends its frames to the
+log, and the engine then flushes the log file (``fdatasync``) and returns only once that is
+done. That is the one sync SQLite's FULL adds to NORMAL in WAL mode ("an additional sync of the
+WAL file after each transaction commit"), so what a caller is told is committed survives a
+power cut as before. The flush is awaited, not waited for: by Linux AIO where the kernel offers
+it, with no thread (:mod:`tresen.storage.fsync`), else in a thread; the loop serves connections
+meanwhile and the next writes gather into the next transaction.
+
+Before, the COMMIT itself (waiting on fsync) ran in a worker thread, or on the loop for a small
+write while this disk's fsync was quick: handing it to the thread and back took the GIL twice
+and cost 120-240 µs of CPU a commit, more than the commit (the relay's writer, measured); on
+the loop, the fsync stopped the relay. Running whole interactions in a thread was tried and
+measured worse still: SQLite releases the GIL for every row it steps, and with the loop busy
+each re-acquisition waits for the interpreter's switch interval (a convoy). Reads use their own
+connection and so see only committed data (WAL snapshots); a read may see a commit whose flush
+is still running, which a power cut could take back with its writer never told it succeeded.
 
 Checkpoints (copying the WAL back into the database file, with its own fsyncs) never run inside
 a commit: automatic checkpoints are off on the writer's connection, and a thread runs a passive
@@ -30,8 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
-import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,6 +49,7 @@ from tresen.storage.engine import (
     load_migrations,
     unstorable,
 )
+from tresen.storage.fsync import Syncer, open_syncer
 
 T = TypeVar("T")
 log = logging.getLogger("tresen.storage")
@@ -113,9 +117,8 @@ class SqliteDatabase:
     dialect = "sqlite"
     checkpoint_every = 0.5
     reset_pages = 65_536  # 256 MB of WAL: writes wait for two fsyncs once per that much
-    #: a light write commits on the loop while commits recently took less than this
-    inline_commit_seconds = 0.0005
-    light_rows = 32  # at most this many rows changed for a write to count as light
+    #: flush commits by Linux AIO where the kernel offers it (False: always in a thread)
+    use_aio = True
 
     def __init__(self, path: str, *, synchronous: str = "full") -> None:
         self.path = path
@@ -123,18 +126,19 @@ class SqliteDatabase:
         self._write: sqlite3.Connection | None = None
         self._read: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
-        self._committer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
         self._checkpointer: asyncio.Task[None] | None = None
         self._writes = 0
-        self._commit_inline = self.synchronous in ("NORMAL", "OFF")
-        self._commit_seconds = 0.0  # a moving average of COMMIT's own duration
+        #: flushes the WAL after each commit (FULL on a file in WAL mode); None: SQLite syncs
+        #: as ``synchronous`` says, or nothing needs to (NORMAL, OFF, in memory)
+        self.syncer: Syncer | None = None
+        self._wal_fd = -1
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, synchronous: str = "") -> sqlite3.Connection:
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=30.0
         )
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute(f"PRAGMA synchronous={synchronous or self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
@@ -142,11 +146,44 @@ class SqliteDatabase:
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._write = self._connect()
+        flush = self.path != ":memory:" and self.synchronous in ("FULL", "EXTRA")
+        self._write = self._connect("NORMAL" if flush else "")
         self._read = self._connect() if self.path != ":memory:" else self._write
         if self.path != ":memory:":
+            if flush:
+                journal = self._write.execute("PRAGMA journal_mode").fetchone()
+                if journal is not None and journal[0] == "wal":
+                    probe = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        self.syncer = open_syncer(probe, use_aio=self.use_aio)
+                    finally:
+                        os.close(probe)
+                else:  # a filesystem without WAL: SQLite's own syncs, on the loop
+                    self._write.execute(f"PRAGMA synchronous={self.synchronous}")
             self._write.execute("PRAGMA wal_autocheckpoint=0")
             self._checkpointer = asyncio.create_task(self._checkpoints(), name="sqlite-checkpoint")
+
+    def _wal(self) -> int:
+        """A descriptor of the WAL file (there after the first commit), opened again if the file
+        was removed (its last connection elsewhere closed): flushing it would save nothing."""
+        if self._wal_fd >= 0 and os.fstat(self._wal_fd).st_nlink == 0:
+            os.close(self._wal_fd)
+            self._wal_fd = -1
+        if self._wal_fd < 0:
+            self._wal_fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+        return self._wal_fd
+
+    async def _flush(self, name: str) -> None:
+        """Wait until every commit so far is on stable storage (a no-op without a syncer)."""
+        if self.syncer is None:
+            return
+        try:
+            await self.syncer.fdatasync(self._wal())
+        except OSError as exc:
+            raise Unavailable(
+                f"storage unavailable: {name} was written but could not be flushed to disk: "
+                f"{exc}; try again"
+            ) from exc
 
     async def _checkpoints(self) -> None:
         conn = self._connect()
@@ -179,11 +216,14 @@ class SqliteDatabase:
             for conn in {id(c): c for c in (self._read, self._write) if c}.values():
                 conn.close()
             self._read = self._write = None
-        self._committer.shutdown(wait=True)
+        if self.syncer is not None:
+            self.syncer.close()
+            self.syncer = None
+        if self._wal_fd >= 0:
+            os.close(self._wal_fd)
+            self._wal_fd = -1
 
-    async def run_interaction(
-        self, name: str, fn: Interaction[T], *, write: bool = True, light: bool = False
-    ) -> T:
+    async def run_interaction(self, name: str, fn: Interaction[T], *, write: bool = True) -> T:
         timer = InteractionTimer(name)
         if not write:
             assert self._read is not None, "database is not open"
@@ -197,7 +237,6 @@ class SqliteDatabase:
             conn = self._write
             assert conn is not None, "database is not open"
             conn.execute("BEGIN IMMEDIATE")
-            changes = conn.total_changes
             try:
                 result = await fn(SqliteTxn(conn))
             except BaseException as exc:
@@ -214,18 +253,7 @@ class SqliteDatabase:
                     ) from exc
                 raise
             try:
-                if self._commit_inline:
-                    conn.execute("COMMIT")
-                elif (
-                    light
-                    and self._commit_seconds < self.inline_commit_seconds
-                    and conn.total_changes - changes <= self.light_rows
-                ):
-                    self._timed_commit(conn)
-                else:
-                    await asyncio.get_running_loop().run_in_executor(
-                        self._committer, self._timed_commit, conn
-                    )
+                conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -233,13 +261,9 @@ class SqliteDatabase:
                     f"storage unavailable: could not commit {name}: {exc}; try again"
                 ) from exc
             self._writes += 1
+            await self._flush(name)
         timer.done()
         return result
-
-    def _timed_commit(self, conn: sqlite3.Connection) -> None:
-        started = time.perf_counter()
-        conn.execute("COMMIT")
-        self._commit_seconds += (time.perf_counter() - started - self._commit_seconds) / 8
 
     def _sequence(self, name: str) -> list[str]:
         return [f"INSERT INTO sequences (name, value) VALUES ('{name}', 0)"]  # noqa: S608
@@ -293,4 +317,5 @@ class SqliteDatabase:
                     conn.execute("ROLLBACK")
                     raise
                 applied.append(migration.version)
+            await self._flush("migrate")
             return applied

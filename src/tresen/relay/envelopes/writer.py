@@ -111,18 +111,16 @@ class Writer:
 
     async def run(self) -> None:
         while True:
-            idle = not self.wakeup.is_set()  # nothing was handed in while the last batch ran
             await self.wakeup.wait()
             self.wakeup.clear()
             while self.pending:
                 batch = self.pending[: self.max_batch]
                 del self.pending[: self.max_batch]
-                await self._apply(batch, light=idle)
-                idle = False
+                await self._apply(batch)
             if self.closing and not self.pending:
                 return
 
-    async def _apply(self, batch: list[WriteOp], *, light: bool = False) -> None:
+    async def _apply(self, batch: list[WriteOp]) -> None:
         now = self.clock.now_ms()
 
         async def interaction(txn: Txn) -> tuple[list[bool], list[QueueRow]]:
@@ -171,9 +169,7 @@ class Writer:
             return duplicates, rows
 
         try:
-            duplicates, rows = await self.db.run_interaction(
-                "write_batch", interaction, light=light
-            )
+            duplicates, rows = await self.db.run_interaction("write_batch", interaction)
         except Exception as exc:
             log.exception("write batch of %d ops failed", len(batch))
             error = (

@@ -458,7 +458,8 @@ class Connection:
                 acked = self.stream.on_ack(upto)
                 if acked:
                     s.writer.submit(await s.envelopes.check_ack(who, acked))
-                    self.wake.set()
+                    if self.stream.behind:  # the window has room again: go on catching up
+                        self.wake.set()
             case Read():
                 s.writer.submit(await s.envelopes.check_read(who, frame))
             case Typing():
