@@ -141,6 +141,10 @@ class SqliteDatabase:
         conn.execute(f"PRAGMA synchronous={synchronous or self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=30000")
+        # a statement's own undo log (a multi-row change inside a transaction) spills to a temp
+        # file past 64 KiB: SQLite then created and unlinked one in /var/tmp per batch under
+        # load, five system calls and an inode on the event loop. Kept in memory instead.
+        conn.execute("PRAGMA temp_store=MEMORY")
         return conn
 
     async def open(self) -> None:
