@@ -476,8 +476,21 @@ async def connect_all(
 # ---------------------------------------------------------------- phases
 
 
+def machine_busy() -> float:
+    """Seconds of CPU the whole machine spent busy (all processes and the kernel's workers, such
+    as the one that runs the relay's WAL flushes), from /proc/stat; 0 where there is none."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 class Meter:
-    """Wall time and CPU of this process and of the relay between start() and stop()."""
+    """Wall time and CPU of this process, of the relay and of the machine between start() and
+    stop()."""
 
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
@@ -489,6 +502,7 @@ class Meter:
 
     def start(self) -> None:
         self.t0, self.cpu0, self.relay0 = time.perf_counter(), self.own_cpu(), self.relay.cpu()
+        self.machine0 = machine_busy()
 
     def stop(self) -> dict[str, float]:
         wall = time.perf_counter() - self.t0
@@ -496,6 +510,8 @@ class Meter:
             "wall_s": round(wall, 3),
             "loadgen_cpu_pct": round(100 * (self.own_cpu() - self.cpu0) / wall, 1),
             "relay_cpu_pct": round(100 * (self.relay.cpu() - self.relay0) / wall, 1),
+            # every process on the machine, neighbours included: compare runs side by side only
+            "machine_cpu_pct": round(100 * (machine_busy() - self.machine0) / wall, 1),
         }
 
 

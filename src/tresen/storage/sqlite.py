@@ -183,6 +183,8 @@ class SqliteDatabase:
             return
         try:
             await self.syncer.fdatasync(self._wal())
+        except FileNotFoundError:
+            return  # no log yet: no commit has written one
         except OSError as exc:
             raise Unavailable(
                 f"storage unavailable: {name} was written but could not be flushed to disk: "
