@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Hashable
 
 
 class TokenBucket:
@@ -16,31 +17,36 @@ class TokenBucket:
         self.tokens = burst
         self.stamp = time.monotonic()
 
-    def take(self, n: float = 1.0) -> float:
-        """Take ``n`` tokens; return 0 on success or the seconds until they would be there."""
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+    def take(self, n: float = 1.0, now: float = 0.0) -> float:
+        """Take ``n`` tokens; return 0 on success or the seconds until they would be there.
+        ``now``: ``time.monotonic()`` if the caller has read it already (one read per frame)."""
+        if not now:
+            now = time.monotonic()
+        tokens = self.tokens + (now - self.stamp) * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
         self.stamp = now
-        if self.tokens >= n:
-            self.tokens -= n
+        if tokens >= n:
+            self.tokens = tokens - n
             return 0.0
-        return (n - self.tokens) / self.rate
+        self.tokens = tokens
+        return (n - tokens) / self.rate
 
 
 class KeyedLimiter:
-    """One bucket per key (an address, an account), forgotten when full again."""
+    """One bucket per key (an address, a device id), forgotten when full again."""
 
     def __init__(self, rate: float, burst: float, max_keys: int = 100_000) -> None:
         self.rate, self.burst, self.max_keys = rate, burst, max_keys
-        self.buckets: dict[str, TokenBucket] = {}
+        self.buckets: dict[Hashable, TokenBucket] = {}
 
-    def take(self, key: str, n: float = 1.0) -> float:
+    def take(self, key: Hashable, n: float = 1.0, now: float = 0.0) -> float:
         bucket = self.buckets.get(key)
         if bucket is None:
             if len(self.buckets) >= self.max_keys:
                 self._prune()
             bucket = self.buckets[key] = TokenBucket(self.rate, self.burst)
-        return bucket.take(n)
+        return bucket.take(n, now)
 
     def _prune(self) -> None:
         now = time.monotonic()

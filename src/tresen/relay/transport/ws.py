@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
@@ -369,17 +370,18 @@ class Connection:
     def charge(self) -> tuple[float, str]:
         """Count one frame against its address's bucket and its device's; the seconds to wait
         (0: go on) and which bucket ran out."""
-        wait = self.hub.address_frames.take(self.address)
+        hub, who = self.hub, self.who
+        now = time.monotonic()
+        wait = hub.address_frames.take(self.address, 1.0, now)
         if wait:
             return wait, "address"
-        if self.who is not None:
-            hub, who = self.hub, self.who
+        if who is not None:
             frames = (
                 hub.business_frames
                 if who.account_id in self.s.policy.businesses
                 else hub.device_frames
             )
-            wait = frames.take(str(who.device_id))
+            wait = frames.take(who.device_id, 1.0, now)
         return wait, "device"
 
     async def _hello(self) -> Principal | None:
