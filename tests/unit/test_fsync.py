@@ -98,3 +98,28 @@ def test_the_thread_fallback_is_chosen_when_aio_is_off(tmp_path: Path) -> None:
         return type(syncer).__name__
 
     assert asyncio.run(main()) == ThreadSync.__name__
+
+
+def test_an_aio_syncer_used_from_another_loop_still_flushes(tmp_path: Path) -> None:
+    """A store opened on one event loop and used on another (a test's, a CLI's) must not wait
+    for completions that only the first loop would read."""
+    opened = asyncio.new_event_loop()
+    try:
+
+        async def make() -> Syncer:
+            probe = os.open(tmp_path, os.O_RDONLY)
+            try:
+                return open_syncer(probe)
+            finally:
+                os.close(probe)
+
+        syncer = opened.run_until_complete(make())
+        fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+        try:
+            os.pwrite(fd, b"x" * 4096, 0)
+            asyncio.run(asyncio.wait_for(syncer.fdatasync(fd), 10))
+        finally:
+            os.close(fd)
+            syncer.close()
+    finally:
+        opened.close()

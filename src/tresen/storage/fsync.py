@@ -114,6 +114,10 @@ class AioSync:
     async def fdatasync(self, fd: int) -> None:
         if self.closed:
             raise OSError(errno.EBADF, "the syncer is closed")
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:  # its completions are read by the loop it was opened on
+            await loop.run_in_executor(None, os.fdatasync, fd)
+            return
         self.next_id += 1
         request = self.next_id
         iocb = _Iocb(
