@@ -76,8 +76,6 @@ class Syncer(Protocol):
 class ThreadSync:
     """``os.fdatasync`` in a worker thread: works everywhere."""
 
-    kind = "thread"
-
     def __init__(self) -> None:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="tresen-fsync")
 
@@ -90,8 +88,6 @@ class ThreadSync:
 
 class AioSync:
     """``fdatasync`` by Linux AIO, completed through an eventfd the loop reads."""
-
-    kind = "aio"
 
     def __init__(self, loop: asyncio.AbstractEventLoop, calls: tuple[int, int, int, int]) -> None:
         self.loop = loop
@@ -127,18 +123,24 @@ class AioSync:
             aio_flags=_IOCB_FLAG_RESFD,
             aio_resfd=self.eventfd,
         )
-        pointers = (ctypes.POINTER(_Iocb) * 1)(ctypes.pointer(iocb))
-        while self.libc.syscall(self.submit, self.ctx, 1, pointers) != 1:
-            code = ctypes.get_errno()
-            if code == errno.EINTR:
-                continue
-            if code == errno.EAGAIN:  # the kernel's queue is full: flush the plain way
-                await self.loop.run_in_executor(None, os.fdatasync, fd)
-                return
+        code = self.start(iocb)
+        if code == errno.EAGAIN:  # the kernel's queue is full: flush the plain way
+            await self.loop.run_in_executor(None, os.fdatasync, fd)
+            return
+        if code:
             raise OSError(code, f"io_submit: {os.strerror(code)}")
         future = self.loop.create_future()
         self.waiting[request] = (iocb, future)
         await future
+
+    def start(self, iocb: _Iocb) -> int:
+        """Submit one request; 0, or the errno it was refused with (EINTR: tried again)."""
+        pointers = (ctypes.POINTER(_Iocb) * 1)(ctypes.pointer(iocb))
+        while self.libc.syscall(self.submit, self.ctx, 1, pointers) != 1:
+            code = ctypes.get_errno()
+            if code != errno.EINTR:
+                return code
+        return 0
 
     def _reap(self) -> None:
         try:
@@ -178,9 +180,7 @@ class AioSync:
 
 def probe(syncer: AioSync, fd: int) -> bool:
     """Whether this kernel flushes ``fd`` by AIO (before 4.18 ``IOCB_CMD_FDSYNC`` is refused)."""
-    iocb = _Iocb(aio_data=0, aio_lio_opcode=_IOCB_CMD_FDSYNC, aio_fildes=fd)
-    pointers = (ctypes.POINTER(_Iocb) * 1)(ctypes.pointer(iocb))
-    if syncer.libc.syscall(syncer.submit, syncer.ctx, 1, pointers) != 1:
+    if syncer.start(_Iocb(aio_data=0, aio_lio_opcode=_IOCB_CMD_FDSYNC, aio_fildes=fd)):
         return False
     while True:  # a signal may interrupt the wait (EINTR): wait again
         done = syncer.libc.syscall(syncer.getevents, syncer.ctx, 1, 1, syncer.events, None)
